@@ -1,0 +1,206 @@
+"""Top-k attention probabilities: the pruning rule of Crisp Attention.
+
+Gandhi & Gandhi (2025), *Crisp Attention: Regularizing Transformers via Structured Sparsity*,
+arXiv 2508.06016, Section 3.2: compute the raw scores ``S = QK^T / sqrt(d_k)``, find the
+``s``-th percentile of the scores of each head, set every score below it to ``-inf`` and take the
+softmax of what is left.  The paper does not say whether the percentile is taken per query row
+or over the whole head, nor how padding enters; both readings are implemented here:
+
+``granularity="row"``
+    each query row with ``n`` real keys keeps exactly ``k = max(1, n - floor(s*n + 1e-6))`` keys,
+    the ``k`` highest-scoring ones (ties broken by ``torch.topk``).
+``granularity="head"``
+    the paper's text read literally: within each (batch, head) the ``floor(s*N + 1e-6)`` lowest
+    of the ``N`` scores whose query and key are both real are pruned, except that every real query
+    row always keeps its own highest score (so no row is left empty).
+
+Padding keys (``key_mask`` False) get probability exactly 0 and never count, unless
+``count_padding=True`` (the paper's pad-to-512 setup, see ``crisp.CrispConfig.paper_padding``): then
+the top-k choice is made over all keys, padding included, and padding keys are zeroed afterwards;
+each real row still keeps its highest real key.
+
+The result is exact: the probabilities are those of ``softmax`` over the kept scores, exactly 0
+elsewhere, and the gradient is 0 at every pruned or padded entry.  Computation runs in float32
+(or float64) and is cast back to the dtype of ``scores``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+GRANULARITIES = ("row", "head")
+_EPS = 1e-6  # guards floor(s*n) against s*n landing just below an integer, e.g. 0.8*5
+
+
+def check_sparsity(sparsity) -> float:
+    """Return ``sparsity`` as a float in [0, 1), or raise ``ValueError`` naming the bad value."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
+        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r} ({type(sparsity).__name__})")
+    value = float(sparsity)
+    if math.isnan(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    return value
+
+
+def check_granularity(granularity) -> str:
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    return granularity
+
+
+def kept_per_row(n_real: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keys kept in a row with ``n_real`` real keys: ``max(1, n - floor(s*n + 1e-6))``, 0 if n == 0."""
+    pruned = torch.floor(n_real.to(torch.float64) * sparsity + _EPS).to(n_real.dtype)
+    return torch.where(n_real > 0, (n_real - pruned).clamp_min(1), torch.zeros_like(n_real))
+
+
+def topk_keep_mask(
+    scores: torch.Tensor,
+    sparsity: float,
+    key_mask: torch.Tensor | None = None,
+    granularity: str = "row",
+    query_mask: torch.Tensor | None = None,
+    count_padding: bool = False,
+) -> torch.Tensor:
+    """Boolean mask of the entries that ``topk_softmax`` keeps (same shape as ``scores``).
+
+    Arguments are those of :func:`topk_softmax`.  Rows of padded queries keep every real key.
+    """
+    sparsity = check_sparsity(sparsity)
+    check_granularity(granularity)
+    shape = scores.shape
+    real = _broadcast_mask(key_mask, shape, scores.device)  # [..., Lq, Lk] True = real key
+    if sparsity == 0.0:
+        return real
+    with torch.no_grad():
+        candidates = torch.ones_like(real) if count_padding else real
+        if granularity == "row":
+            keep = _row_topk(scores, candidates, sparsity)
+        else:
+            qmask = _query_mask(query_mask, real, shape)
+            keep = _head_prune(scores, candidates & qmask[..., :, None], sparsity)
+            keep = keep | ~qmask[..., :, None]  # padded query rows: dense over real keys
+        keep = keep & real
+        if count_padding or granularity == "head":
+            keep = keep | _row_argmax(scores, real)  # every row keeps its best real key
+    return keep
+
+
+def topk_softmax(
+    scores: torch.Tensor,
+    sparsity: float,
+    key_mask: torch.Tensor | None = None,
+    granularity: str = "row",
+    *,
+    query_mask: torch.Tensor | None = None,
+    count_padding: bool = False,
+) -> torch.Tensor:
+    """Softmax over the top-scoring keys only.
+
+    Parameters
+    ----------
+    scores : Tensor ``[..., L_q, L_k]``
+        Raw attention scores (already scaled), any floating dtype.
+    sparsity : float in [0, 1)
+        Fraction of real entries to prune. 0 gives exactly the ordinary masked softmax.
+    key_mask : bool Tensor broadcastable to ``scores``, optional
+        True for real keys, False for padding (e.g. ``[B, 1, 1, L_k]`` or ``[B, 1, L_q, L_k]``).
+    granularity : ``"row"`` or ``"head"``
+        Where the top-k is taken; see the module docstring.
+    query_mask : bool Tensor broadcastable to ``scores.shape[:-1]``, optional
+        Real queries, used by ``"head"``. By default a query is real when, in self-attention
+        (``L_q == L_k``), its own position is a real key.
+    count_padding : bool
+        Let padding keys compete in the top-k (the paper's pad-to-max-length setup).
+
+    Returns
+    -------
+    Tensor of the shape and dtype of ``scores``: probabilities summing to 1 over the kept keys of
+    each row with at least one real key of finite score, exactly 0 elsewhere. Rows with no real
+    key are all 0.
+    """
+    keep = topk_keep_mask(scores, sparsity, key_mask, granularity, query_mask, count_padding)
+    return masked_softmax(scores, keep)
+
+
+def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Softmax over the entries where ``keep`` is True; exactly 0 (value and gradient) elsewhere.
+
+    Rows where nothing finite is kept come out as all zeros instead of NaN.
+    """
+    work = scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
+    work = work.masked_fill(~keep, -math.inf)  # [..., Lq, Lk]
+    dead = ~torch.isfinite(work.amax(dim=-1, keepdim=True))  # [..., Lq, 1] rows with nothing to attend
+    if dead.any():
+        work = work.masked_fill(dead, 0.0)
+        probs = torch.softmax(work, dim=-1).masked_fill(dead, 0.0)
+    else:
+        probs = torch.softmax(work, dim=-1)
+    return probs.to(scores.dtype)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _broadcast_mask(key_mask, shape, device) -> torch.Tensor:
+    if key_mask is None:
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    if key_mask.dtype != torch.bool:
+        raise ValueError(f"key_mask must be a bool tensor (True = real key), got dtype {key_mask.dtype}")
+    try:
+        return key_mask.expand(shape)
+    except RuntimeError as err:
+        raise ValueError(
+            f"key_mask of shape {tuple(key_mask.shape)} does not broadcast to scores of shape {tuple(shape)}"
+        ) from err
+
+
+def _query_mask(query_mask, real, shape) -> torch.Tensor:
+    if query_mask is not None:
+        return query_mask.to(torch.bool).expand(shape[:-1])
+    if shape[-1] == shape[-2]:
+        return real.diagonal(dim1=-2, dim2=-1)  # [..., L]: query i is real iff key i is real
+    return torch.ones(shape[:-1], dtype=torch.bool, device=real.device)
+
+
+def _row_topk(scores, candidates, sparsity) -> torch.Tensor:
+    """Keep the k best candidate keys of each row, k from the number of candidates in the row."""
+    k = kept_per_row(candidates.sum(dim=-1), sparsity)  # [..., Lq]
+    k_max = int(k.max()) if k.numel() else 0
+    keep = torch.zeros_like(candidates)
+    if k_max == 0:
+        return keep
+    ranked = scores.detach().masked_fill(~candidates, -math.inf)
+    # NaN-free ordering: -inf scores sort last among candidates, non-candidates are -inf too but
+    # rank < k <= n never reaches them unless candidates themselves score -inf (ties, arbitrary).
+    idx = ranked.topk(k_max, dim=-1, sorted=True).indices  # [..., Lq, k_max]
+    rank = torch.arange(k_max, device=scores.device)
+    keep.scatter_(-1, idx, rank < k[..., None])
+    return keep & candidates
+
+
+def _head_prune(scores, valid, sparsity) -> torch.Tensor:
+    """Prune the floor(s*N) lowest valid entries of each (…, head) matrix; returns what is kept."""
+    lead = valid.shape[:-2]
+    flat_valid = valid.reshape(*lead, -1)  # [..., Lq*Lk]
+    n = flat_valid.sum(dim=-1)  # [...]
+    n_prune = torch.floor(n.to(torch.float64) * sparsity + _EPS).to(n.dtype)
+    m_max = int(n_prune.max()) if n_prune.numel() else 0
+    if m_max == 0:
+        return valid
+    flat = scores.detach().reshape(*lead, -1).masked_fill(~flat_valid, math.inf)
+    idx = flat.topk(m_max, dim=-1, largest=False, sorted=True).indices  # lowest first
+    prune = torch.zeros_like(flat_valid)
+    prune.scatter_(-1, idx, torch.arange(m_max, device=scores.device) < n_prune[..., None])
+    return (flat_valid & ~prune).reshape(valid.shape)
+
+
+def _row_argmax(scores, real) -> torch.Tensor:
+    """One-hot mask of each row's highest-scoring real key (rows with no real key: all False)."""
+    ranked = scores.detach().masked_fill(~real, -math.inf)
+    best = ranked.argmax(dim=-1, keepdim=True)
+    onehot = torch.zeros_like(real).scatter_(-1, best, True)
+    return onehot & real.any(dim=-1, keepdim=True)

