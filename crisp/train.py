@@ -231,6 +231,7 @@ def train(cfg: TrainConfig) -> Path:
         report_to=[],
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         restore_callback_states_from_checkpoint=True,
     )
     saver = StateSaver(state)
