@@ -1,0 +1,39 @@
+"""Shared fixtures: a synthetic SST-2-format folder (never real SST-2 text) and tiny models."""
+
+import random
+
+import pytest
+import torch
+
+POSITIVE = ["good", "great", "wonderful", "moving", "funny", "smart"]
+NEGATIVE = ["bad", "dull", "boring", "awful", "messy", "tired"]
+FILLER = ["the", "film", "story", "was", "a", "plot", "acting", "really", "quite", "and"]
+
+
+def synthetic_rows(n, seed):
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = rng.choices(FILLER, k=rng.randint(1, 12)) + [rng.choice(POSITIVE if label else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append((" ".join(words) + " ", label))
+    return rows
+
+
+def write_tsv(path, rows, header="sentence\tlabel"):
+    path.write_text(header + "\n" + "".join(f"{s}\t{y}\n" for s, y in rows), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def sst2_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sst2")
+    write_tsv(folder / "train.tsv", synthetic_rows(96, 1))
+    write_tsv(folder / "dev.tsv", synthetic_rows(40, 2))
+    write_tsv(folder / "test.tsv", synthetic_rows(30, 3))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
