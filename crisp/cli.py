@@ -114,6 +114,14 @@ def cmd_grid(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_padding(args) -> int:
+    from .padding import write_study
+
+    folder = write_study(args.output, args.model, args.data, args.sentences)
+    print(f"written: {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crisp", description="Crisp attention: train and evaluate the paper's configurations on SST-2.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run each through the papermill run notebook, keeping the executed copy in the run folder")
     _train_options(g, skip=("config", "seed"))
     g.set_defaults(func=cmd_grid)
+
+    d = sub.add_parser("padding", help="measure realized sparsity under dynamic vs pad-to-512 padding",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Forward passes only: realized per-layer sparsity over real tokens with dynamic "
+                                   "padding and with the paper's pad-to-512, plus SST-2's token-length histogram.")
+    d.add_argument("--model", default="minilm", help="model name or folder")
+    d.add_argument("--data", default=None, help="SST-2 folder (default: $CRISP_SST2_DIR, else the hub)")
+    d.add_argument("--sentences", type=int, default=128, help="first N dev sentences")
+    d.add_argument("--output", default="data/padding", help="results root")
+    d.set_defaults(func=cmd_padding)
     return parser
 
 

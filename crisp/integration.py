@@ -36,8 +36,9 @@ class CrispState:
         self.n_layers = n_layers
         self.n_heads = n_heads
         self.controller = SparsityController(config, n_layers)
-        self.record_sparsity = True
-        self.record_entropy = False
+        self.record_sparsity = True  # realized sparsity of training batches (cheap)
+        self.record_eval = False  # ... and of evaluation batches too
+        self.record_entropy = False  # per-head entropies (an analysis pass; implies record_eval)
         self.reset_stats()
 
     # -- statistics ----------------------------------------------------------------------------
@@ -92,7 +93,7 @@ class CrispState:
         real = keep.new_ones(()).expand(shape) if key_mask is None else key_mask.expand(shape)
         qreal = real.diagonal(dim1=-2, dim2=-1) if shape[-1] == shape[-2] else real.any(-1)  # [B, H, Lq]
         rows = qreal & real.any(-1)
-        if self.record_sparsity and (training or self.record_entropy):  # training batches, or the analysis pass
+        if self.record_sparsity and (training or self.record_eval or self.record_entropy):
             valid = real & rows[..., None]
             self.kept[layer] += (keep & valid).sum()  # tensors: no device sync per forward
             self.real[layer] += valid.sum()

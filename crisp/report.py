@@ -1,0 +1,175 @@
+"""What the book's chapters read: one selection of finished runs, and tables built from it.
+
+Chapters never train. They call :func:`select` to pick the runs to show (the ``full`` protocol
+when it exists, else the largest reduced set, which is then labelled as such), and the helpers
+below to turn run folders into tables. Every table carries the model and protocol it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from . import results, stats
+from .configs import CONFIGS
+
+PROTOCOL_TEXT = {
+    "full": "the paper's recipe (AdamW, lr 2e-5, batch 16 x 4, 3 epochs) on all 67,349 training sentences",
+    "small": "a smoke protocol: a fixed 4,000-sentence training subset, 1 epoch, otherwise the paper's recipe",
+}
+MODEL_TEXT = {
+    "minilm": "all-MiniLM-L6-v2 (6 layers x 12 heads, hidden 384), not the paper's DistilBERT",
+    "distilbert-base-uncased": "distilbert-base-uncased, the paper's model",
+}
+
+
+def project_root(start=None) -> Path:
+    """The folder holding ``_toc.yml`` (works from the repo root, ``book/`` and ``notebooks/``)."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "crisp").is_dir():
+            return folder
+    return Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Selection:
+    """The finished runs of one model and protocol."""
+
+    root: Path
+    model: str
+    protocol: str
+    all_metrics: pd.DataFrame  # every finished run under root
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        """Runs of the paper's four configurations (variants such as ``-paperpad`` excluded)."""
+        m = self._mine(self.all_metrics)
+        return m[m["config"].isin(CONFIGS)].sort_values(["config", "seed"]).reset_index(drop=True)
+
+    @cached_property
+    def variants(self) -> pd.DataFrame:
+        """Runs of this model and protocol with a departure from a paper configuration."""
+        m = self._mine(self.all_metrics)
+        return m[~m["config"].isin(CONFIGS)].reset_index(drop=True)
+
+    def _mine(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[(frame["model"] == self.model) & (frame["protocol"] == self.protocol)]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.metrics["seed"].unique().tolist())
+
+    @property
+    def n_seeds(self) -> int:
+        """Seeds per configuration (the smallest count, if they differ)."""
+        return int(self.metrics.groupby("config")["seed"].nunique().min()) if len(self.metrics) else 0
+
+    @property
+    def is_experiment(self) -> bool:
+        return self.protocol == "full"
+
+    @property
+    def label(self) -> str:
+        """One sentence saying what these results are."""
+        text = (f"model `{self.model}` ({MODEL_TEXT.get(self.model, 'a user-supplied checkpoint')}), "
+                f"protocol `{self.protocol}` ({PROTOCOL_TEXT.get(self.protocol, 'a custom protocol')}), "
+                f"{self.n_seeds} seed(s) per configuration, {len(self.metrics)} runs")
+        if not self.is_experiment:
+            text += ". These are smoke results that check the pipeline, not the experiment: read no conclusion into them"
+        return text
+
+    def table(self, filename: str) -> pd.DataFrame:
+        """``filename`` of every run of this selection, tagged with model, protocol, config and seed."""
+        frame = results.load_table(self.root, filename)
+        return self._mine(frame).reset_index(drop=True) if len(frame) else frame
+
+    def predictions(self, split: str = "dev") -> dict:
+        """``{(config, seed): DataFrame idx,label,pred,prob_pos}`` for the four configurations."""
+        out = {}
+        for row in self.metrics.itertuples():
+            path = Path(row.run_dir) / f"predictions_{split}.csv"
+            if path.is_file():
+                out[(row.config, row.seed)] = pd.read_csv(path)
+        return out
+
+
+def select(root=None, model: str | None = None, protocol: str | None = None) -> Selection:
+    """Pick the runs to report: ``full`` over any reduced protocol, then the one with most runs."""
+    root = Path(root) if root is not None else project_root() / results.DEFAULT_ROOT
+    metrics = results.load_metrics(root)
+    if metrics.empty:
+        raise FileNotFoundError(f"no finished runs under {root}; run `crisp grid` first")
+    main = metrics[metrics["config"].isin(CONFIGS)]
+    if model:
+        main = main[main["model"] == model]
+    if protocol:
+        main = main[main["protocol"] == protocol]
+    if main.empty:
+        raise FileNotFoundError(f"no finished runs of model={model!r} protocol={protocol!r} under {root}")
+    counts = main.groupby(["model", "protocol"]).size().reset_index(name="runs")
+    counts["is_full"] = counts["protocol"] == "full"
+    best = counts.sort_values(["is_full", "runs"], ascending=False).iloc[0]
+    return Selection(root, best["model"], best["protocol"], metrics)
+
+
+def paper_table(number: int) -> pd.DataFrame:
+    """The paper's Table 1 or 2 as transcribed in ``data/paper/`` (see its README)."""
+    return pd.read_csv(project_root() / "data" / "paper" / f"table{number}.csv")
+
+
+def accuracy_from_predictions(sel: Selection, split: str = "dev") -> pd.DataFrame:
+    """Accuracy of every run recomputed from its per-sentence predictions and labels."""
+    rows = [{"config": c, "seed": s, "accuracy": float((p["pred"] == p["label"]).mean()), "n": len(p)}
+            for (c, s), p in sel.predictions(split).items()]
+    return pd.DataFrame(rows, columns=["config", "seed", "accuracy", "n"])
+
+
+def main_table(sel: Selection) -> pd.DataFrame:
+    """Table 1 reproduced: dev and test accuracy per configuration (mean, std, 95% CI), the paper's number beside.
+
+    Accuracies are recomputed from the per-sentence predictions, not read from metrics.json.
+    """
+    frames = []
+    for split in ("dev", "test"):
+        acc = accuracy_from_predictions(sel, split)
+        if acc.empty:
+            continue
+        summary = stats.summarize(acc, value="accuracy", by="config")
+        summary.columns = ["config"] + [f"{split}_{c}" for c in summary.columns[1:]]
+        frames.append(summary.set_index("config"))
+    table = pd.concat(frames, axis=1).reset_index()
+    paper = paper_table(1)[["config", "dev_accuracy"]].rename(columns={"dev_accuracy": "paper_dev_accuracy"})
+    table = table.merge(paper, on="config", how="left")
+    order = {name: i for i, name in enumerate(CONFIGS)}
+    return table.sort_values("config", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def comparison(sel: Selection, split: str = "dev") -> pd.DataFrame:
+    """Each sparse configuration against baseline: paired over seeds, McNemar, Holm-corrected."""
+    acc = accuracy_from_predictions(sel, split).rename(columns={"accuracy": f"{split}_accuracy"})
+    acc["model"], acc["protocol"] = sel.model, sel.protocol
+    return stats.compare_to_baseline(acc, sel.predictions(split), value=f"{split}_accuracy")
+
+
+def detectable_difference(sel: Selection, split: str = "dev", power: float = 0.8) -> float:
+    """Smallest true paired difference detectable with ``power`` (paired t, Bonferroni over the comparisons).
+
+    Uses the mean over comparisons of the seed-to-seed standard deviation of paired differences;
+    NaN with fewer than two seeds.
+    """
+    acc = accuracy_from_predictions(sel, split)
+    base = acc[acc.config == "baseline"].set_index("seed").accuracy
+    others = [c for c in CONFIGS if c != "baseline" and c in set(acc.config)]
+    sds = []
+    for config in others:
+        mine = acc[acc.config == config].set_index("seed").accuracy
+        shared = mine.index.intersection(base.index)
+        if len(shared) >= 2:
+            sds.append(float((mine[shared] - base[shared]).std(ddof=1)))
+    if not sds or sel.n_seeds < 2:
+        return float("nan")
+    return stats.minimum_detectable_difference(sum(sds) / len(sds), sel.n_seeds, power=power, comparisons=len(others))

@@ -1,0 +1,219 @@
+"""Helpers for the browser test of the Jupyter Book (``tests/test_book_browser.py``).
+
+Pure functions (no browser): locate the book, list its pages from ``_toc.yml``, decide which
+pages must show at least one figure, and build the book with jupyter-book 1.x.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Suffixes a `file:` entry of _toc.yml may point at (jupytext .py/.md notebooks included).
+SOURCE_SUFFIXES = (".ipynb", ".md", ".myst", ".rst", ".py")
+IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif", "image/webp")
+# Cell tags with which Jupyter Book drops a cell's output from the page.
+REMOVING_TAGS = {"remove-output", "remove_output", "remove-cell", "remove_cell"}
+
+# MyST that always puts an image on the page: {glue:figure}, {figure}, {image}, ![alt](src).
+FIGURE_MARKUP = re.compile(
+    r"\{glue:figure\}|```+\s*\{figure\}|:::+\s*\{figure\}|```+\s*\{image\}|:::+\s*\{image\}"
+    r"|!\[[^\]]*\]\([^)]+\)"
+)
+# {glue} / {glue:any} role or directive: shows an image only when the glued value is one.
+GLUE_ANY = re.compile(r"\{glue(?::any)?\}`([^`]+)`|```+\s*\{glue(?::any)?\}\s+(\S+)")
+
+
+@dataclass(frozen=True)
+class Page:
+    docname: str  # the _toc.yml `file:` entry without suffix, e.g. "book/03_entropy"
+    source: Path | None  # the source file, when found
+    html: Path  # where the built page must be
+
+    @property
+    def url_path(self) -> str:
+        return self.docname + ".html"
+
+
+def book_root() -> Path:
+    """The folder holding _config.yml/_toc.yml.
+
+    CRISP_BOOK_ROOT wins; else, when CRISP_BOOK_HTML points at ``X/_build/html`` and ``X`` has a
+    ``_toc.yml``, that ``X``; else the repository root.
+    """
+    if os.environ.get("CRISP_BOOK_ROOT"):
+        return Path(os.environ["CRISP_BOOK_ROOT"]).resolve()
+    if os.environ.get("CRISP_BOOK_HTML"):
+        guess = Path(os.environ["CRISP_BOOK_HTML"]).resolve().parent.parent
+        if (guess / "_toc.yml").is_file():
+            return guess
+    return REPO_ROOT
+
+
+def html_dir(root: Path) -> Path:
+    """The built HTML folder: CRISP_BOOK_HTML, else ``<root>/_build/html``."""
+    if os.environ.get("CRISP_BOOK_HTML"):
+        return Path(os.environ["CRISP_BOOK_HTML"]).resolve()
+    return root / "_build" / "html"
+
+
+def _strip_suffix(entry: str) -> str:
+    for suffix in (".myst.md",) + SOURCE_SUFFIXES:
+        if entry.endswith(suffix):
+            return entry[: -len(suffix)]
+    return entry
+
+
+def _find_source(root: Path, docname: str) -> Path | None:
+    for suffix in (".ipynb", ".md", ".myst.md", ".myst", ".rst", ".py"):
+        candidate = root / (docname + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def toc_docnames(root: Path) -> list[str]:
+    """Every page of _toc.yml in order: root, then parts → chapters → sections (and globs)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8")) or {}
+    names: list[str] = []
+
+    def add(name: str) -> None:
+        name = _strip_suffix(str(name).strip().lstrip("./"))
+        if name not in names:
+            names.append(name)
+
+    def walk(node) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            if "file" in node:
+                add(node["file"])
+            if "glob" in node:
+                for path in sorted(root.glob(str(node["glob"]))):
+                    if path.suffix in SOURCE_SUFFIXES and "_build" not in path.parts:
+                        add(path.relative_to(root).as_posix())
+            for key in ("parts", "chapters", "sections", "subtrees", "entries"):
+                if key in node:
+                    walk(node[key])
+
+    if toc.get("root"):
+        add(toc["root"])
+    walk(toc)
+    return names
+
+
+def toc_pages(root: Path, html: Path) -> list[Page]:
+    return [Page(d, _find_source(root, d), html / (d + ".html")) for d in toc_docnames(root)]
+
+
+def _notebook_evidence(nb: dict) -> tuple[bool, str]:
+    """(has an image output that the page shows, the markdown cells' text)."""
+    has_image = False
+    markdown = []
+    for cell in nb.get("cells", []):
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        if cell.get("cell_type") == "markdown":
+            markdown.append(source)
+            continue
+        if cell.get("cell_type") != "code":
+            continue
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if tags & REMOVING_TAGS:
+            continue
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            # myst-nb < 1 kept glued values as hidden outputs; they only show via a glue reference
+            if "scrapbook" in output.get("metadata", {}):
+                continue
+            if any(mime in data for mime in IMAGE_MIMES):
+                has_image = True
+    return has_image, "\n".join(markdown)
+
+
+def _glued_images(glue_json: Path) -> set[str]:
+    """Keys of glued values that carry an image (myst-nb 1.x writes them to <page>.glue.json)."""
+    if not glue_json.is_file():
+        return set()
+    try:
+        data = json.loads(glue_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    keys = set()
+    for key, value in data.items():
+        mimes = value.get("data", {}) if isinstance(value, dict) else {}
+        if any(mime in mimes for mime in IMAGE_MIMES):
+            keys.add(key)
+    return keys
+
+
+def expects_figure(page: Page, html: Path) -> bool:
+    """Whether the page must show at least one image.
+
+    True when the source (or the executed copy jupyter-book keeps in ``_build/jupyter_execute``)
+    has an image output in a cell whose output is not removed, or the page's MyST text uses
+    ``{glue:figure}``, ``{figure}``, ``{image}``, ``![..](..)``, or ``{glue}`` of a glued image.
+    """
+    executed = html.parent / "jupyter_execute" / (page.docname + ".ipynb")
+    glue_json = html.parent / "jupyter_execute" / (page.docname + ".glue.json")
+    texts = []
+    for path in (page.source, executed):
+        if path is None or not path.is_file():
+            continue
+        if path.suffix == ".ipynb":
+            try:
+                nb = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            has_image, text = _notebook_evidence(nb)
+            if has_image:
+                return True
+            texts.append(text)
+        else:
+            texts.append(path.read_text(encoding="utf-8", errors="replace"))
+    text = "\n".join(texts)
+    if FIGURE_MARKUP.search(text):
+        return True
+    glued = _glued_images(glue_json)
+    referenced = {(a or b).split("::")[-1].split(":")[0] for a, b in GLUE_ANY.findall(text)}
+    return bool(glued & referenced)
+
+
+def build_command(root: Path) -> list[str]:
+    """jupyter-book 1.x has no ``python -m jupyter_book``: call its click entry point with this
+    interpreter (same as the ``jupyter-book`` console script). -W with --keep-going fails the build
+    on any warning (a failing notebook is only a warning otherwise) and reports all of them."""
+    return [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(root),
+        "-W",
+        "-n",
+        "--keep-going",
+    ]
+
+
+def build_book(root: Path, log_lines: int = 80) -> tuple[bool, str]:
+    """Build the book; (ok, tail of the log)."""
+    proc = subprocess.run(
+        build_command(root),
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    tail = "\n".join(proc.stdout.splitlines()[-log_lines:])
+    return proc.returncode == 0, f"$ {' '.join(build_command(root))}\n(exit {proc.returncode})\n{tail}"
