@@ -122,6 +122,40 @@ def cmd_padding(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from . import bench
+
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    for shape in shapes:
+        if shape not in bench.SHAPES:
+            raise ValueError(f"unknown model shape {shape!r}; choose from {', '.join(bench.SHAPES)}")
+    hist = pd.read_csv(args.lengths) if args.lengths else None
+    if hist is not None:
+        train = hist[hist["split"] == "train"]
+        sst2 = np.repeat(train["length"].to_numpy(), train["count"].to_numpy())
+    else:
+        sst2 = None
+    settings = {"sst2": ("sst2", 64, args.sst2_batches), "L128": (128, args.batch_128, 1), "L512": (512, args.batch_512, 1)}
+    if args.quick:  # a check that the benchmark works (CI), not a measurement
+        settings = {"sst2": ("sst2", 8, 1), "L32": (32, 2, 1)} if sst2 is not None else {"L32": (32, 2, 1)}
+    if sst2 is None:
+        settings.pop("sst2", None)
+    frame = bench.run(shapes, settings, repeats=args.repeats, warmup=args.warmup, sst2_lengths=sst2)
+    path = bench.write(frame, args.output, {"settings": {k: list(map(str, v)) for k, v in settings.items()},
+                                             "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick})
+    cols = ["model_shape", "setting", "mode", "variant", "median_s", "ratio_to_eager", "saved_ratio_to_eager"]
+    print(frame[cols].round(3).to_string(index=False))
+    if args.profile:
+        text = bench.profile(shapes[0], sst2 if sst2 is not None else 32)
+        (path.parent / (path.stem + "-profile.txt")).write_text(text)
+        print(text)
+    print(f"written: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crisp", description="Crisp attention: train and evaluate the paper's configurations on SST-2.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sentences", type=int, default=128, help="first N dev sentences")
     d.add_argument("--output", default="data/padding", help="results root")
     d.set_defaults(func=cmd_padding)
+
+    b = sub.add_parser("bench", help="time and size every attention variant, ratios to eager dense",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Forward+backward and inference time, and memory saved for backward, of eager, "
+                                   "SDPA and Crisp variants in one process (random weights).")
+    b.add_argument("--shapes", default="minilm,distilbert", help="model shapes: minilm, distilbert, tiny")
+    b.add_argument("--lengths", default="data/padding/minilm/sst2_lengths.csv",
+                   help="SST-2 length histogram (from `crisp padding`); empty string: fixed lengths only")
+    b.add_argument("--sst2-batches", type=int, default=4, help="length-grouped batches of 64 per SST-2 step")
+    b.add_argument("--batch-128", type=int, default=16, help="batch size at length 128")
+    b.add_argument("--batch-512", type=int, default=4, help="batch size at length 512")
+    b.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
+    b.add_argument("--warmup", type=int, default=2, help="untimed warm-up repeats")
+    b.add_argument("--quick", action="store_true", help="tiny sizes: checks that it works, measures nothing")
+    b.add_argument("--profile", action="store_true", help="also write a torch.profiler table of a Crisp training step")
+    b.add_argument("--output", default="data/bench", help="results folder")
+    b.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -12,12 +12,14 @@ While it runs the copy is ``<run folder>/.run-in-progress.ipynb`` (papermill sav
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tempfile
 from pathlib import Path
 
 from . import data as data_mod
+from . import results
 from .train import PROTOCOLS, TrainConfig, make_config
 
 NOTEBOOK = Path("notebooks") / "run.ipynb"
@@ -75,6 +77,8 @@ def check_parameters(**params) -> TrainConfig:
         if name in ("data", "output") and isinstance(value, os.PathLike):
             params[name] = value = os.fspath(value)
         kind = "str | None" if name == "output" else str(fields[name].type)  # output None: a temporary folder
+        if kind not in _EXPECTED:  # a field type added to TrainConfig later: its own validation applies
+            continue
         types, words = _EXPECTED[kind]
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             raise ValueError(f"parameter {name} = {_show(value)} ({type(value).__name__}): expected {words}")
@@ -123,8 +127,12 @@ def repo_root() -> Path:
 def run_notebook(cfg: TrainConfig, template=None) -> Path:
     """Train ``cfg`` by executing the run notebook; return the run folder (holding ``run.ipynb``).
 
-    Raises :class:`NotebookRunError` (message: the kept ``run-failed.ipynb``, the failing cell as its
-    index in the executed notebook and its ``In [n]``, the error type and its first line).
+    Paths in ``cfg`` (output, data, a local model folder) are made absolute, so the kernel, which runs
+    in the repository root, sees the same files as the caller. A finished run raises
+    :class:`~crisp.results.RunExistsError` unless ``cfg.overwrite``. A failure raises
+    :class:`NotebookRunError`, one line: the kept ``run-failed.ipynb``, the failing cell (its index
+    in the executed notebook, counting papermill's injected-parameters cell, and its ``In [n]``; the
+    kept copy also has papermill's two error banners inserted), the error type and its first line.
     """
     import papermill
 
@@ -132,7 +140,8 @@ def run_notebook(cfg: TrainConfig, template=None) -> Path:
     if not template.is_file():
         raise FileNotFoundError(f"run notebook {template} not found")
     params = notebook_parameters(cfg)
-    target = dataclasses.replace(cfg, output=params["output"], data=params["data"], model=params["model"])
+    target = copy.copy(cfg)  # not dataclasses.replace: no validation here, the notebook reports problems
+    target.output, target.data, target.model = params["output"], params["data"], params["model"]
     folder = target.folder
     try:
         planned = check_parameters(**params)
@@ -141,6 +150,8 @@ def run_notebook(cfg: TrainConfig, template=None) -> Path:
     if planned is not None and planned != target:
         raise ValueError(f"the run notebook cannot reproduce this configuration (protocol {cfg.protocol!r} with "
                          f"these values); build it with crisp.train.make_config")
+    if results.is_finished(folder) and not cfg.overwrite:  # as train() would, without a kernel or a failed copy
+        raise results.RunExistsError(f"{folder} holds a finished run; pass --overwrite to replace it, or another --output / --seed")
     folder.mkdir(parents=True, exist_ok=True)
     partial, done, failed = folder / PARTIAL_NAME, folder / DONE_NAME, folder / FAILED_NAME
     try:

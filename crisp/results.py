@@ -84,7 +84,8 @@ def read_json(path) -> dict:
 
 
 def git_commit(cwd=None) -> str:
-    """The commit of the working tree (with ``-dirty`` when it has changes), or ``unknown``."""
+    """The commit of the checkout holding ``crisp`` (``-dirty`` when it has changes), or ``unknown``."""
+    cwd = cwd or Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:

@@ -34,7 +34,7 @@ from .integration import enable
 # makes the name "<preset>-custom" so a modified run is never mistaken for the preset.
 PROTOCOLS = {
     "full": {},  # the paper's recipe on all 67,349 training sentences
-    "small": {"train_size": 4000, "epochs": 1.0},  # quick check: a fixed 4,000-sentence subset, one epoch
+    "small": {"train_size": 4000, "epochs": 1.0, "logging_steps": 5},  # quick check: fixed 4,000-sentence subset, 1 epoch
 }
 SUBSET_SEED = 0  # the training subset of reduced protocols is the same for every run (runs stay paired)
 
@@ -76,6 +76,12 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type in ("bool",) and not isinstance(value, bool):
+                raise ValueError(f"{field.name} must be True or False, got {value!r}")
+            if field.type.startswith("str") and not (isinstance(value, str) or (value is None and "None" in field.type)):
+                raise ValueError(f"{field.name} must be a string, got {value!r}")
         get_config(self.config, granularity=self.granularity)
         if self.protocol.split("-custom")[0] not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -224,7 +230,7 @@ def train(cfg: TrainConfig) -> Path:
         logging_steps=cfg.logging_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        save_total_limit=1,
+        save_total_limit=2,  # a crash while writing one still leaves the previous one whole
         seed=cfg.seed,
         data_seed=cfg.seed,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
@@ -247,6 +253,9 @@ def train(cfg: TrainConfig) -> Path:
     )
     saver.trainer = trainer
     resume = _last_checkpoint(checkpoints)
+    for partial in checkpoints.glob("checkpoint-*") if checkpoints.is_dir() else []:
+        if resume is None or partial != resume and not (partial / "crisp_state.json").is_file():
+            shutil.rmtree(partial, ignore_errors=True)  # half-written by a killed run
     if resume is not None:
         saver.restore(resume, trainer)
     started = time.perf_counter()
@@ -310,9 +319,10 @@ def _accuracy(eval_pred) -> dict:
 
 
 def _last_checkpoint(folder: Path):
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest checkpoint that was completely written (Crisp's state file is written last)."""
+    from .trainer import STATE_FILE
 
     if not folder.is_dir():
         return None
-    last = get_last_checkpoint(str(folder))
-    return Path(last) if last else None
+    done = [p for p in folder.glob("checkpoint-*") if (p / STATE_FILE).is_file() and p.name.split("-")[-1].isdigit()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1])) if done else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ FIGURE_MARKUP = re.compile(
     r"\{glue:figure\}|```+\s*\{figure\}|:::+\s*\{figure\}|```+\s*\{image\}|:::+\s*\{image\}"
     r"|!\[[^\]]*\]\([^)]+\)"
 )
+# Code that leaves a matplotlib/seaborn figure open at the end of a cell: the inline backend shows it.
+FIGURE_CODE = re.compile(
+    r"plt\.(subplots|figure|plot|imshow|bar|hist|scatter)\(|sns\.(\w*plot|heatmap|clustermap)\(|\.plot\(|\.imshow\("
+)
+CLOSES_FIGURE = re.compile(r"plt\.close\(|\.savefig\(")
 # {glue} / {glue:any} role or directive: shows an image only when the glued value is one.
 GLUE_ANY = re.compile(r"\{glue(?::any)?\}`([^`]+)`|```+\s*\{glue(?::any)?\}\s+(\S+)")
 
@@ -117,7 +123,10 @@ def toc_pages(root: Path, html: Path) -> list[Page]:
 
 
 def _notebook_evidence(nb: dict) -> tuple[bool, str]:
-    """(has an image output that the page shows, the markdown cells' text)."""
+    """(has an image output that the page shows, or code that draws one; the markdown cells' text).
+
+    The code check matters for notebooks committed without outputs when the executed copy is
+    missing, and catches a figure lost at execution (e.g. a non-inline matplotlib backend)."""
     has_image = False
     markdown = []
     for cell in nb.get("cells", []):
@@ -131,6 +140,8 @@ def _notebook_evidence(nb: dict) -> tuple[bool, str]:
         tags = set(cell.get("metadata", {}).get("tags", []))
         if tags & REMOVING_TAGS:
             continue
+        if FIGURE_CODE.search(source) and not CLOSES_FIGURE.search(source):
+            has_image = True
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             # myst-nb < 1 kept glued values as hidden outputs; they only show via a glue reference
@@ -205,15 +216,30 @@ def build_command(root: Path) -> list[str]:
     ]
 
 
-def build_book(root: Path, log_lines: int = 80) -> tuple[bool, str]:
-    """Build the book; (ok, tail of the log)."""
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_LOG_SIGNALS = re.compile(r": (WARNING|ERROR|CRITICAL):|CellExecutionError|Exception occurred|Error: ")
+
+
+def build_book(root: Path, tail_lines: int = 8) -> tuple[bool, str]:
+    """Build the book; (ok, summary). The full log goes to ``<root>/_build/book-build.log``; the
+    summary has the Sphinx warnings/errors, the failing cell (if any) and the log's last lines."""
+    command = build_command(root)
     proc = subprocess.run(
-        build_command(root),
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
+        command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
     )
-    tail = "\n".join(proc.stdout.splitlines()[-log_lines:])
-    return proc.returncode == 0, f"$ {' '.join(build_command(root))}\n(exit {proc.returncode})\n{tail}"
+    log = ANSI.sub("", proc.stdout)
+    log_path = root / "_build" / "book-build.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(log, encoding="utf-8")
+    lines = log.splitlines()
+    picked: list[str] = []
+    for i, line in enumerate(lines):
+        if "CellExecutionError" in line and not any("CellExecutionError" in p for p in picked):
+            picked.extend(lines[i : i + 20])
+        elif _LOG_SIGNALS.search(line) and "Kernel is running over TCP" not in line:
+            picked.append(line)
+    summary = "\n".join(
+        [f"$ {shlex.join(command)}", f"(exit {proc.returncode}; full log: {log_path})", *picked[:120],
+         "... last lines:", *lines[-tail_lines:]]
+    )
+    return proc.returncode == 0, summary

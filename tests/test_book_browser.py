@@ -145,8 +145,8 @@ def test_page_renders(page_info: bh.Page, book_url: str, browser) -> None:
         body_text = page.inner_text("body")
         match = TRACEBACK.search(body_text)
         if match:
-            start = max(0, match.start() - 200)
-            problems.append("Python traceback on the page:\n" + body_text[start : match.end() + 600])
+            start = body_text.rfind("\n", 0, match.start()) + 1
+            problems.append("Python traceback on the page:\n" + body_text[start : match.end() + 500])
         error_cells = page.eval_on_selector_all(
             ".output.traceback, .output.error, .output.stderr",
             "els => els.map(e => ({cls: e.className, text: e.innerText}))",
@@ -171,6 +171,7 @@ def test_page_renders(page_info: bh.Page, book_url: str, browser) -> None:
         if bad_console:
             problems.append("console errors:\n  " + "\n  ".join(bad_console))
 
-        assert not problems, f"{page_info.url_path}:\n- " + "\n- ".join(problems)
+        if problems:
+            pytest.fail(f"{page_info.url_path}:\n- " + "\n- ".join(problems), pytrace=False)
     finally:
         context.close()

@@ -21,7 +21,8 @@ def run(sst2_dir, tmp_path_factory):
 
 def test_run_writes_every_file(run):
     cfg, folder = run
-    assert folder == cfg.folder and folder.parts[-4:] == ("small-custom", "light_sparse", "seed-42")[-4:] or folder.parts[-3:] == ("small-custom", "light_sparse", "seed-42")
+    assert folder == cfg.folder
+    assert folder.parts[-4:] == ("tiny-distilbert", "small-custom", "light_sparse", "seed-42")
     for name in RUN_FILES + ("predictions_test.csv",):
         assert (folder / name).is_file(), name
     assert not (folder / "checkpoints").exists()
@@ -97,7 +98,8 @@ def test_protocol_names_say_when_modified():
 
 
 @pytest.mark.parametrize("field, value", [("batch_size", 0), ("epochs", -1.0), ("seed", -2), ("config", "dense"),
-                                          ("granularity", "col"), ("train_size", 0)])
+                                          ("granularity", "col"), ("train_size", 0), ("paper_padding", "no"),
+                                          ("model", 3)])
 def test_bad_train_config(field, value):
     with pytest.raises(ValueError, match=field if field not in ("config",) else "unknown configuration"):
         TrainConfig(**{field: value})

@@ -1,0 +1,214 @@
+"""What Crisp attention costs: one process, every variant, ratios to eager dense taken in the same run.
+
+For each model shape (MiniLM, DistilBERT; random weights, which is fine for timing) and each
+length setting (SST-2's real length distribution in length-grouped batches, or a fixed length),
+it times one training step (forward + backward) and one inference forward of:
+eager dense, SDPA dense, and Crisp at sparsity 0 / 0.6 / 0.8, row and head granularity, uniform
+and adaptive. Variants are interleaved round-robin within each repeat so drift of the machine hits
+all of them alike; the result is the median over repeats after warm-up, and each variant's ratio
+to eager dense of the same repeat set.
+
+Memory: ``saved_mb`` is the size of the tensors autograd keeps for the backward pass of one
+training forward (deduplicated by storage), counted with ``torch.autograd.graph.saved_tensors_hooks``
+- exact and machine-independent; on CUDA ``peak_mb`` adds ``torch.cuda.max_memory_allocated``.
+
+The timing loop is hand-written rather than ``torch.utils.benchmark.Timer`` because that timer
+pins ``num_threads=1`` by default and times one statement at a time; we need the machine's normal
+threading and interleaved variants.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import results
+from .configs import CrispConfig
+from .integration import enable
+
+SHAPES = {
+    "minilm": dict(kind="bert", hidden=384, heads=12, ffn=1536, layers=6),
+    "distilbert": dict(kind="distilbert", hidden=768, heads=12, ffn=3072, layers=6),
+    "tiny": dict(kind="bert", hidden=32, heads=4, ffn=64, layers=2),
+}
+
+
+def variants(sparsities=(0.6, 0.8)) -> list[tuple[str, CrispConfig | None]]:
+    """``(name, config)``: eager and sdpa (config None), then every Crisp variant."""
+    out = [("eager", None), ("sdpa", None),
+           ("crisp-0-row", CrispConfig("b", 0.0)), ("crisp-0-head", CrispConfig("b", 0.0, granularity="head"))]
+    for s in sparsities:
+        for g in ("row", "head"):
+            for strategy in ("uniform", "adaptive"):
+                out.append((f"crisp-{s:g}-{g}-{strategy}", CrispConfig("x", s, strategy, granularity=g)))
+    return out
+
+
+def build_model(shape: str, vocab: int = 30522):
+    from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
+
+    s = SHAPES[shape]
+    if s["kind"] == "bert":
+        cfg = BertConfig(vocab_size=vocab, hidden_size=s["hidden"], num_attention_heads=s["heads"],
+                         intermediate_size=s["ffn"], num_hidden_layers=s["layers"], num_labels=2)
+        return BertForSequenceClassification(cfg)
+    cfg = DistilBertConfig(vocab_size=vocab, dim=s["hidden"], n_heads=s["heads"], hidden_dim=s["ffn"],
+                           n_layers=s["layers"], num_labels=2)
+    return DistilBertForSequenceClassification(cfg)
+
+
+def make_batches(lengths, batch_size: int, n_batches: int, vocab: int = 30522, seed: int = 0, device="cpu"):
+    """Random-token batches: fixed ``lengths`` (int) or drawn from a length sample and length-grouped."""
+    rng = np.random.default_rng(seed)
+    if isinstance(lengths, (int, np.integer)):
+        drawn = np.full(batch_size * n_batches, int(lengths))
+    else:
+        drawn = np.sort(rng.choice(np.asarray(lengths), size=batch_size * n_batches, replace=True))
+    batches = []
+    for b in range(n_batches):
+        lens = drawn[b * batch_size:(b + 1) * batch_size]
+        width = int(lens.max())
+        ids = torch.from_numpy(rng.integers(1000, vocab, size=(batch_size, width)))
+        mask = (torch.arange(width)[None, :] < torch.from_numpy(lens)[:, None]).long()
+        labels = torch.from_numpy(rng.integers(0, 2, size=batch_size))
+        batches.append({k: v.to(device) for k, v in (("input_ids", ids * mask), ("attention_mask", mask), ("labels", labels))})
+    return batches
+
+
+def _use(model, name: str, config):
+    if config is None:
+        model.set_attn_implementation(name)
+    else:
+        enable(model, config)
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _step(model, batches, train: bool, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for batch in batches:
+        if train:
+            model.zero_grad(set_to_none=True)
+            model(**batch).loss.backward()
+        else:
+            with torch.no_grad():
+                model(**batch)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def saved_bytes(model, batch) -> int:
+    """Bytes of distinct storages autograd saves for backward during one training forward."""
+    seen = {}
+
+    def pack(t):
+        try:
+            key = t.untyped_storage().data_ptr()
+            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        except RuntimeError:
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**batch).loss
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for k, n in seen.items() if k not in params)
+
+
+def run(shapes=("minilm", "distilbert"), settings=None, repeats: int = 5, warmup: int = 2, device: str = "auto",
+        sparsities=(0.6, 0.8), sst2_lengths=None, progress: bool = True) -> pd.DataFrame:
+    """Time every variant; one row per (shape, setting, variant, mode).
+
+    ``settings`` maps a name to ``(lengths, batch_size, n_batches)``; ``lengths`` is an int or,
+    for ``"sst2"``, the sample of real token lengths given as ``sst2_lengths``.
+    """
+    from tqdm.auto import tqdm
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    settings = settings or {"sst2": ("sst2", 64, 4), "L128": (128, 16, 1), "L512": (512, 4, 1)}
+    rows = []
+    todo = [(sh, st) for sh in shapes for st in settings]
+    for shape, setting in tqdm(todo, disable=not progress, desc="bench"):
+        lengths, batch_size, n_batches = settings[setting]
+        if lengths == "sst2":
+            if sst2_lengths is None:
+                raise ValueError("setting 'sst2' needs sst2_lengths (a sample of tokenized SST-2 lengths)")
+            lengths = sst2_lengths
+        torch.manual_seed(0)
+        model = build_model(shape).to(device)
+        batches = make_batches(lengths, batch_size, n_batches, device=device)
+        tokens = int(sum(int(b["attention_mask"].sum()) for b in batches))
+        padded = int(sum(b["attention_mask"].numel() for b in batches))
+        for mode in ("train", "infer"):
+            model.train(mode == "train")
+            times = {name: [] for name, _ in variants(sparsities)}
+            memory = {}
+            for r in range(warmup + repeats):
+                for name, config in variants(sparsities):
+                    _use(model, name, config)
+                    if torch.device(device).type == "cuda":
+                        torch.cuda.reset_peak_memory_stats()
+                    t = _step(model, batches, mode == "train", device)
+                    if r >= warmup:
+                        times[name].append(t)
+                    if r == 0 and mode == "train":
+                        memory[name] = (saved_bytes(model, batches[-1]),
+                                        torch.cuda.max_memory_allocated() if torch.device(device).type == "cuda" else None)
+            eager = statistics.median(times["eager"])
+            for name, config in variants(sparsities):
+                med = statistics.median(times[name])
+                saved, peak = memory.get(name, (None, None))
+                rows.append({
+                    "model_shape": shape, "setting": setting, "batch_size": batch_size, "batches": n_batches,
+                    "real_tokens": tokens, "padded_tokens": padded, "mode": mode, "variant": name,
+                    "sparsity": None if config is None else config.sparsity,
+                    "granularity": None if config is None else config.granularity,
+                    "strategy": None if config is None else config.strategy,
+                    "median_s": med, "min_s": min(times[name]), "max_s": max(times[name]), "repeats": repeats,
+                    "ratio_to_eager": med / eager,
+                    "saved_mb": None if saved is None else saved / 2**20,
+                    "peak_mb": None if peak is None else peak / 2**20,
+                })
+        del model
+    frame = pd.DataFrame(rows)
+    train = frame[frame["mode"] == "train"]
+    base = train[train.variant == "eager"].set_index(["model_shape", "setting"])["saved_mb"]
+    frame["saved_ratio_to_eager"] = [
+        (r.saved_mb / base.loc[(r.model_shape, r.setting)]) if r.mode == "train" and r.saved_mb is not None else None
+        for r in frame.itertuples()]
+    return frame
+
+
+def profile(shape: str = "minilm", lengths=None, batch_size: int = 64, config: CrispConfig | None = None,
+            device: str = "cpu", rows: int = 15) -> str:
+    """``torch.profiler`` table (self CPU time) of one training step with Crisp ``config``."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    torch.manual_seed(0)
+    model = build_model(shape).to(device).train()
+    enable(model, config or CrispConfig("u", 0.8))
+    batches = make_batches(lengths if lengths is not None else 32, batch_size, 1, device=device)
+    _step(model, batches, True, device)  # warm-up
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        _step(model, batches, True, device)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def write(frame: pd.DataFrame, output="data/bench", extra: dict | None = None) -> Path:
+    """Write ``<output>/bench-<device>.csv`` and a provenance JSON beside it."""
+    env = results.environment()
+    slug = "cuda-" + env["device"].replace(" ", "_") if torch.cuda.is_available() else "cpu"
+    folder = Path(output)
+    results.check_writable(folder)
+    results.write_csv(folder / f"bench-{slug}.csv", frame)
+    results.write_json(folder / f"bench-{slug}.json", {**env, "git_commit": results.git_commit(), **(extra or {})})
+    return folder / f"bench-{slug}.csv"

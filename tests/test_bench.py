@@ -1,0 +1,37 @@
+"""The benchmark runs end to end at tiny size (a check that it works, not a timing test)."""
+
+import numpy as np
+import pandas as pd
+import torch
+
+from crisp import bench
+from crisp.cli import main
+
+
+def test_bench_tiny_runs_and_reports_ratios(tmp_path):
+    frame = bench.run(("tiny",), {"L8": (8, 2, 1), "sst2": ("sst2", 4, 2)}, repeats=1, warmup=0,
+                      sparsities=(0.8,), sst2_lengths=np.array([3, 5, 9, 12]), progress=False)
+    names = {name for name, _ in bench.variants((0.8,))}
+    assert set(frame.variant) == names and set(frame["mode"]) == {"train", "infer"}
+    eager = frame[frame.variant == "eager"]
+    assert np.allclose(eager.ratio_to_eager, 1.0)
+    assert (frame.median_s > 0).all()
+    train = frame[frame["mode"] == "train"]
+    assert (train.saved_mb > 0).all() and np.allclose(train[train.variant == "eager"].saved_ratio_to_eager, 1.0)
+    path = bench.write(frame, tmp_path)
+    assert pd.read_csv(path).shape == frame.shape
+
+
+def test_saved_bytes_sees_attention_size():
+    """Doubling the length must roughly quadruple the attention part of what backward keeps."""
+    torch.manual_seed(0)
+    model = bench.build_model("tiny").train()
+    small, big = (bench.saved_bytes(model, bench.make_batches(L, 2, 1)[0]) for L in (64, 128))
+    assert big > 2 * small
+
+
+def test_bench_cli_quick(tmp_path, capsys):
+    assert main(["bench", "--shapes", "tiny", "--lengths", "", "--quick", "--repeats", "1", "--warmup", "0",
+                 "--output", str(tmp_path)]) == 0
+    assert "crisp-0.8-row-uniform" in capsys.readouterr().out
+    assert main(["bench", "--shapes", "huge"]) == 2
