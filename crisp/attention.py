@@ -203,4 +203,4 @@ def _row_argmax(scores, real) -> torch.Tensor:
     ranked = scores.detach().masked_fill(~real, -math.inf)
     best = ranked.argmax(dim=-1, keepdim=True)
     onehot = torch.zeros_like(real).scatter_(-1, best, True)
-    return onehot & real.any(dim=-1, keepdim=True)
+    return onehot & real  # argmax of an all -inf row may land on a padding key: never keep that

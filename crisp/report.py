@@ -18,7 +18,8 @@ from .configs import CONFIGS
 
 PROTOCOL_TEXT = {
     "full": "the paper's recipe (AdamW, lr 2e-5, batch 16 x 4, 3 epochs) on all 67,349 training sentences",
-    "small": "a smoke protocol: a fixed 4,000-sentence training subset, 1 epoch, otherwise the paper's recipe",
+    "small": "a smoke protocol: a fixed 4,000-sentence training subset, 1 epoch, batch 16 without accumulation "
+             "(250 optimizer steps), otherwise the paper's recipe",
 }
 MODEL_TEXT = {
     "minilm": "all-MiniLM-L6-v2 (6 layers x 12 heads, hidden 384), not the paper's DistilBERT",
@@ -98,7 +99,8 @@ class Selection:
 
 
 def select(root=None, model: str | None = None, protocol: str | None = None) -> Selection:
-    """Pick the runs to report: ``full`` over any reduced protocol, then the one with most runs."""
+    """Pick the runs to report: a complete grid (all four configurations) first, then ``full`` over any
+    reduced protocol, then the one with most runs."""
     root = Path(root) if root is not None else project_root() / results.DEFAULT_ROOT
     metrics = results.load_metrics(root)
     if metrics.empty:
@@ -110,9 +112,10 @@ def select(root=None, model: str | None = None, protocol: str | None = None) -> 
         main = main[main["protocol"] == protocol]
     if main.empty:
         raise FileNotFoundError(f"no finished runs of model={model!r} protocol={protocol!r} under {root}")
-    counts = main.groupby(["model", "protocol"]).size().reset_index(name="runs")
+    counts = main.groupby(["model", "protocol"]).agg(runs=("seed", "size"), configs=("config", "nunique")).reset_index()
+    counts["complete"] = counts["configs"] == len(CONFIGS)  # a grid with all four configurations
     counts["is_full"] = counts["protocol"] == "full"
-    best = counts.sort_values(["is_full", "runs"], ascending=False).iloc[0]
+    best = counts.sort_values(["complete", "is_full", "runs"], ascending=False).iloc[0]
     return Selection(root, best["model"], best["protocol"], metrics)
 
 

@@ -46,6 +46,9 @@ def is_finished(folder) -> bool:
 def check_writable(folder) -> None:
     """Create ``folder`` if needed and make sure files can be written there."""
     folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise OutputError(f"output folder {folder} is not writable ({existing} is a file); choose another with --output")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):

@@ -159,3 +159,56 @@ def test_invalid_sparsity(bad):
 def test_invalid_granularity():
     with pytest.raises(ValueError, match="'column'"):
         topk_softmax(torch.randn(1, 1, 2, 2), 0.5, granularity="column")
+
+
+@st.composite
+def hostile_inputs(draw):
+    """Any dtype and scale, -inf entries, fully masked sequences, ties, L = 1."""
+    B, H, L = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 8))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    dtype = draw(st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
+    scale = draw(st.sampled_from([1e-30, 1e-4, 1.0, 1e3, 6e4]))
+    scores = torch.randn(B, H, L, L, generator=g) * scale
+    if draw(st.booleans()):
+        scores = scores.round()  # many ties
+    if draw(st.booleans()):
+        scores[torch.rand(scores.shape, generator=g) < 0.3] = -math.inf
+    mask = torch.rand(B, 1, 1, L, generator=g) < draw(st.sampled_from([0.0, 0.5, 1.0]))
+    return scores.to(dtype), mask, draw(st.floats(0, 0.99)), draw(st.sampled_from(["row", "head"]))
+
+
+def check_hostile(inputs):
+    scores, mask, sparsity, granularity = inputs
+    scores = scores.clone().requires_grad_(True)
+    probs = topk_softmax(scores, sparsity, mask, granularity)
+    (probs.float() * torch.arange(probs.numel()).view(probs.shape).float().sin()).sum().backward()
+    assert probs.dtype == scores.dtype and torch.isfinite(probs).all() and torch.isfinite(scores.grad).all()
+    full = mask.expand(scores.shape)
+    assert torch.all(probs[~full] == 0) and torch.all(scores.grad[probs == 0] == 0)
+    live = (full & torch.isfinite(scores.detach())).any(-1)  # rows with a real key of finite score
+    kept = topk_softmax(scores.detach(), sparsity, mask, granularity).float().sum(-1)
+    if granularity == "row":  # every such row keeps >= 1 finite key only if its best is finite: it is
+        torch.testing.assert_close(kept[live], torch.ones_like(kept[live]), atol=1e-2, rtol=0)
+    assert torch.all((kept[~live] == 0) | (kept[~live] - 1).abs().lt(1e-2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(hostile_inputs())
+def test_hostile_inputs_stay_finite(inputs):
+    check_hostile(inputs)
+
+
+@pytest.mark.slow
+@settings(max_examples=5000, deadline=None)
+@given(hostile_inputs())
+def test_hostile_inputs_stay_finite_large_budget(inputs):
+    check_hostile(inputs)
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, deadline=None)
+@given(attention_inputs())
+def test_row_and_head_match_reference_large_budget(inputs):
+    scores, sparsity, mask = inputs
+    torch.testing.assert_close(topk_softmax(scores, sparsity, mask, "row"), reference_row(scores, sparsity, mask), atol=1e-12, rtol=0)
+    torch.testing.assert_close(topk_softmax(scores, sparsity, mask, "head"), reference_head(scores, sparsity, mask), atol=1e-12, rtol=0)

@@ -43,6 +43,8 @@ HARMLESS_CONSOLE = re.compile(r"THEBE_JS_URL'? has already been declared|invalid
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
 CONTENT_IMAGES = "main img, article img"
 
+if not CHROMIUM.exists() and os.environ.get("CRISP_REQUIRE_BROWSER") == "1":  # CI sets it: never skip silently
+    raise RuntimeError(f"{CHROMIUM} not found but CRISP_REQUIRE_BROWSER=1: apt-get install -y chromium")
 if not CHROMIUM.exists():
     pytest.skip(
         f"{CHROMIUM} not found: install Debian's chromium (CI does: apt-get install -y chromium); "

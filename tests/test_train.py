@@ -136,3 +136,24 @@ def test_unwritable_output(sst2_dir, tmp_path):
     cfg = make_config("small", model="tiny-bert", data=str(sst2_dir), output=str(blocker / "runs"), progress=False)
     with pytest.raises(OSError, match="not writable"):
         train(cfg)
+
+
+def test_corrupt_model_folder_is_one_clear_error(tmp_path, sst2_dir, capsys):
+    bad = tmp_path / "model"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    assert cli.main(["train", "--model", str(bad), "--data", str(sst2_dir), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"could not load model '{bad}'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # nothing half-written
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["train", "--model", str(empty), "--data", str(sst2_dir)]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+
+
+def test_cli_unwritable_output(tmp_path, sst2_dir, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["train", "--model", "tiny-bert", "--data", str(sst2_dir), "--output", str(blocker / "x")]) == 2
+    assert "is not writable" in capsys.readouterr().err
