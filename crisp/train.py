@@ -57,7 +57,7 @@ class TrainConfig:
     seed: int = _opt(42, 'model head init, dropout and data order')
     data: str | None = _opt(None, 'SST-2 folder (GLUE layout); None: $CRISP_SST2_DIR, else the hub')
     output: str = _opt(str(results.DEFAULT_ROOT), 'runs go to <output>/<model>/<protocol>/<config>/seed-<n>/')
-    protocol: str = _opt("full", 'preset: full (paper recipe, all data) or small (4,000 sentences, 1 epoch)')
+    protocol: str = _opt("full", 'preset: full (paper recipe, all data) or small (4,000 sentences, 1 epoch, batch 16x1)')
     train_size: int | None = _opt(None, 'None: the whole training split; N: a fixed random subset of N sentences')
     epochs: float = _opt(3.0, 'passes over the training set (paper: 3)')
     learning_rate: float = _opt(2e-5, 'AdamW learning rate (paper: 2e-5), linear decay to 0')

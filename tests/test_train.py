@@ -157,3 +157,12 @@ def test_cli_unwritable_output(tmp_path, sst2_dir, capsys):
     blocker.write_text("")
     assert cli.main(["train", "--model", "tiny-bert", "--data", str(sst2_dir), "--output", str(blocker / "x")]) == 2
     assert "is not writable" in capsys.readouterr().err
+
+
+def test_unknown_hub_model_offline_is_one_clear_error(tmp_path, sst2_dir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.main(["train", "--model", "no-such-org/no-such-model", "--data", str(sst2_dir),
+                     "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "could not load model 'no-such-org/no-such-model' (hub id" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
