@@ -162,7 +162,7 @@ def detectable_difference(sel: Selection, split: str = "dev", power: float = 0.8
     """Smallest true paired difference detectable with ``power`` (paired t, Bonferroni over the comparisons).
 
     Uses the mean over comparisons of the seed-to-seed standard deviation of paired differences;
-    NaN with fewer than two seeds.
+    NaN with fewer than three seeds.
     """
     acc = accuracy_from_predictions(sel, split)
     base = acc[acc.config == "baseline"].set_index("seed").accuracy
@@ -173,6 +173,6 @@ def detectable_difference(sel: Selection, split: str = "dev", power: float = 0.8
         shared = mine.index.intersection(base.index)
         if len(shared) >= 2:
             sds.append(float((mine[shared] - base[shared]).std(ddof=1)))
-    if not sds or sel.n_seeds < 2:
+    if not sds or sel.n_seeds < 3:  # with 1 degree of freedom the noncentral t power is not computable
         return float("nan")
     return stats.minimum_detectable_difference(sum(sds) / len(sds), sel.n_seeds, power=power, comparisons=len(others))
