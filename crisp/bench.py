@@ -115,7 +115,7 @@ def _step(model, batches, train: bool, device) -> float:
 
 def saved_bytes(model, batch) -> int:
     """Bytes of distinct storages autograd saves for backward during one training forward."""
-    seen = {}
+    seen, alive = {}, []
 
     def pack(t):
         try:
@@ -123,10 +123,18 @@ def saved_bytes(model, batch) -> int:
             seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
         except RuntimeError:
             pass
-        return t
+        # Hold the tensor here until the forward ends, so freed storages are not reused and counted
+        # once; returning it to the graph instead ties outputs to their own nodes in reference
+        # cycles that leaked gigabytes at length 512.
+        alive.append(t)
+        return len(alive) - 1
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    def unpack(_):
+        raise RuntimeError("saved_bytes() graphs are for measurement only; do not call backward on them")
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         model(**batch).loss
+    alive.clear()  # the graph keeps the hooks (and so this list) alive: break that cycle here
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     return sum(n for k, n in seen.items() if k not in params)
 
@@ -213,10 +221,11 @@ def profile(shape: str = "minilm", lengths=None, batch_size: int = 64, config: C
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-def write(frame: pd.DataFrame, output="data/bench", extra: dict | None = None) -> Path:
-    """Write ``<output>/bench-<device>.csv`` and a provenance JSON beside it."""
+def write(frame: pd.DataFrame, output="data/bench", tag: str = "", extra: dict | None = None) -> Path:
+    """Write ``<output>/bench-<device>[-<tag>].csv`` and a provenance JSON beside it."""
     env = results.environment()
     slug = "cuda-" + env["device"].replace(" ", "_") if torch.cuda.is_available() else "cpu"
+    slug += f"-{tag}" if tag else ""
     folder = Path(output)
     results.check_writable(folder)
     results.write_csv(folder / f"bench-{slug}.csv", frame)

@@ -140,12 +140,18 @@ def cmd_bench(args) -> int:
         sst2 = None
     settings = {"sst2": ("sst2", 64, args.sst2_batches), "sst2-pad512": ("sst2-pad512", args.batch_pad512, 1),
                 "L128": (128, args.batch_128, 1), "L512": (512, args.batch_512, 1)}
+    if args.settings:
+        wanted = [w.strip() for w in args.settings.split(",") if w.strip()]
+        unknown = sorted(set(wanted) - set(settings))
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(settings)}")
+        settings = {k: v for k, v in settings.items() if k in wanted}
     if args.quick:  # a check that the benchmark works (CI), not a measurement
         settings = {"sst2": ("sst2", 8, 1), "L32": (32, 2, 1)} if sst2 is not None else {"L32": (32, 2, 1)}
     if sst2 is None:
         settings = {k: v for k, v in settings.items() if not k.startswith("sst2")}
     frame = bench.run(shapes, settings, repeats=args.repeats, warmup=args.warmup, sst2_lengths=sst2)
-    path = bench.write(frame, args.output, {"settings": {k: list(map(str, v)) for k, v in settings.items()},
+    path = bench.write(frame, args.output, tag=args.tag, extra={"settings": {k: list(map(str, v)) for k, v in settings.items()},
                                              "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick})
     cols = ["model_shape", "setting", "mode", "variant", "median_s", "ratio_to_eager", "saved_ratio_to_eager"]
     print(frame[cols].round(3).to_string(index=False))
@@ -202,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-512", type=int, default=4, help="batch size at length 512")
     b.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     b.add_argument("--warmup", type=int, default=2, help="untimed warm-up repeats")
+    b.add_argument("--settings", default="", help="comma-separated subset of: sst2, sst2-pad512, L128, L512 (default: all)")
+    b.add_argument("--tag", default="", help="suffix of the results file name, to keep several benchmark runs")
     b.add_argument("--quick", action="store_true", help="tiny sizes: checks that it works, measures nothing")
     b.add_argument("--profile", action="store_true", help="also write a torch.profiler table of a Crisp training step")
     b.add_argument("--output", default="data/bench", help="results folder")

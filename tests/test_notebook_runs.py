@@ -54,7 +54,7 @@ def test_check_parameters_gives_make_config(params, sst2_dir, tmp_path):
                               output=str(tmp_path), train_size=200, epochs=1.0, batch_size=16, grad_accum=4,
                               logging_steps=1, progress=False)
     assert cfg.protocol == "small-custom"  # 200 sentences is not the preset's 4,000
-    assert check_parameters(**{**params, "train_size": 4000}).protocol == "small"
+    assert check_parameters(**{**params, "train_size": 4000, "grad_accum": 1}).protocol == "small"
     assert check_parameters(**{**params, "epochs": 1}).epochs == 1.0 and isinstance(cfg.epochs, float)
     with_options = check_parameters(**{**params, "options": {"learning_rate": 1e-5, "max_length": 128}})
     assert with_options.learning_rate == 1e-5 and with_options.max_length == 128
