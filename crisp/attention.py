@@ -132,13 +132,14 @@ def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     Rows where nothing finite is kept come out as all zeros instead of NaN.
     """
     work = scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
-    work = work.masked_fill(~keep, -math.inf)  # [..., Lq, Lk]
-    dead = ~torch.isfinite(work.amax(dim=-1, keepdim=True))  # [..., Lq, 1] rows with nothing to attend
-    if dead.any():
-        work = work.masked_fill(dead, 0.0)
-        probs = torch.softmax(work, dim=-1).masked_fill(dead, 0.0)
-    else:
-        probs = torch.softmax(work, dim=-1)
+    work = work.masked_fill(~keep, -math.inf)  # [..., Lq, Lk]; autograd keeps only the bool mask
+    if torch.isfinite(work.detach().amax(dim=-1)).all():  # usual case: every row has a finite best score
+        return torch.softmax(work, dim=-1).to(scores.dtype)
+    # Rare rows: +inf scores (float16 overflow) become the largest finite value and share the row's
+    # mass instead of giving inf - inf = NaN; rows with nothing finite kept come out as zeros.
+    work = work.clamp(max=torch.finfo(work.dtype).max)
+    dead = work.amax(dim=-1, keepdim=True) == -math.inf  # [..., Lq, 1]
+    probs = torch.softmax(work.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
     return probs.to(scores.dtype)
 
 

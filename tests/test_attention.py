@@ -187,7 +187,7 @@ def check_hostile(inputs):
     assert torch.all(probs[~full] == 0) and torch.all(scores.grad[probs == 0] == 0)
     live = (full & torch.isfinite(scores.detach())).any(-1)  # rows with a real key of finite score
     kept = topk_softmax(scores.detach(), sparsity, mask, granularity).float().sum(-1)
-    if granularity == "row":  # every such row keeps >= 1 finite key only if its best is finite: it is
+    if granularity == "row":  # each such row keeps its best real key, which is finite or +inf
         torch.testing.assert_close(kept[live], torch.ones_like(kept[live]), atol=1e-2, rtol=0)
     assert torch.all((kept[~live] == 0) | (kept[~live] - 1).abs().lt(1e-2))
 
@@ -212,3 +212,11 @@ def test_row_and_head_match_reference_large_budget(inputs):
     scores, sparsity, mask = inputs
     torch.testing.assert_close(topk_softmax(scores, sparsity, mask, "row"), reference_row(scores, sparsity, mask), atol=1e-12, rtol=0)
     torch.testing.assert_close(topk_softmax(scores, sparsity, mask, "head"), reference_head(scores, sparsity, mask), atol=1e-12, rtol=0)
+
+
+def test_positive_infinity_takes_the_mass_instead_of_nan():
+    """Found by the large property budget: float16 overflow gives +inf scores."""
+    scores = torch.tensor([[[[7192.0, math.inf, math.inf, -14840.0]]]], dtype=torch.float16)
+    mask = torch.tensor([False, False, True, True]).view(1, 1, 1, 4)
+    probs = topk_softmax(scores, 0.0, mask, "row")
+    assert torch.equal(probs.float(), torch.tensor([[[[0.0, 0.0, 1.0, 0.0]]]]))
