@@ -10,7 +10,6 @@ Crisp attention with a configuration, whatever implementation it was loaded with
 
 from __future__ import annotations
 
-import math
 
 import torch
 from transformers import AttentionInterface

@@ -1,6 +1,5 @@
 """Reading SST-2 folders: the real layout, and one clear error per kind of damage."""
 
-import os
 from pathlib import Path
 
 import pytest

@@ -4,7 +4,6 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from crisp import cli
 from crisp.results import RUN_FILES, RunExistsError
