@@ -83,7 +83,7 @@ def cmd_grid(args) -> int:
 
     configs, seeds = parse_configs(args.configs), parse_seeds(args.seeds)
     plan = [make_config(args.protocol, **_overrides(args, skip=("config", "seed")), config=c, seed=s)
-            for c in configs for s in seeds]
+            for s in seeds for c in configs]  # seed by seed: a stopped grid leaves complete pairs
     failures, done = [], 0
     for number, cfg in enumerate(plan, 1):
         head = f"[{number}/{len(plan)}] {cfg.label} seed {cfg.seed}"

@@ -121,8 +121,15 @@ def make_config(protocol: str = "full", **overrides) -> TrainConfig:
     defaults = TrainConfig.__dataclass_fields__
     recipe = {k for k in defaults if k not in ("model", "config", "granularity", "paper_padding", "seed", "data",
                                                 "output", "protocol", "overwrite", "progress", "eval_batch_size",
-                                                "logging_steps", "save_steps")}
+                                                "logging_steps", "save_steps", "batch_size", "grad_accum")}
     changed = any(k in recipe and v != preset.get(k, defaults[k].default) for k, v in overrides.items())
+    # How the sentences of one optimizer step are split into micro-batches is not part of the recipe:
+    # 64 x 1 takes the same optimizer steps on the same 64 sentences as the paper's 16 x 4 (the logged loss is
+    # a mean either way, see accepts_loss_kwargs below). The split is recorded in every run's metrics.json.
+    step = {k: overrides.get(k, preset.get(k, defaults[k].default)) for k in ("batch_size", "grad_accum")}
+    wanted = preset.get("batch_size", defaults["batch_size"].default) * preset.get("grad_accum", defaults["grad_accum"].default)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in step.values()):
+        changed = changed or step["batch_size"] * step["grad_accum"] != wanted
     name = protocol + ("-custom" if changed else "")
     return TrainConfig(**{**preset, **overrides, "protocol": name})
 
@@ -291,6 +298,7 @@ def train(cfg: TrainConfig) -> Path:
         "train_size": len(train_set),
         "epochs": cfg.epochs,
         "optimizer_steps": trainer.state.global_step,
+        "step_batch": f"{cfg.batch_size} x {cfg.grad_accum}",  # micro-batch x accumulation (the recipe fixes only the product)
         "dev_accuracy": float((dev_pred["pred"] == dev_pred["label"]).mean()),
         "dev_loss": dev_loss,
         "test_accuracy": float((test_pred["pred"] == test_pred["label"]).mean()) if test_pred is not None else None,
