@@ -4,7 +4,7 @@ For each model shape (MiniLM, DistilBERT; random weights, which is fine for timi
 length setting (SST-2's real length distribution in length-grouped batches, or a fixed length),
 it times one training step (forward + backward) and one inference forward of:
 eager dense, SDPA dense, and Crisp at sparsity 0 / 0.6 / 0.8, row and head granularity, uniform
-and adaptive. Variants are interleaved round-robin within each repeat so drift of the machine hits
+and adaptive (plus 0.8 row uniform with its statistics switched off, ``-nostats``). Variants are interleaved round-robin within each repeat so drift of the machine hits
 all of them alike; the result is the median over repeats after warm-up, and each variant's ratio
 to eager dense of the same repeat set.
 
@@ -49,6 +49,8 @@ def variants(sparsities=(0.6, 0.8)) -> list[tuple[str, CrispConfig | None]]:
         for g in ("row", "head"):
             for strategy in ("uniform", "adaptive"):
                 out.append((f"crisp-{s:g}-{g}-{strategy}", CrispConfig("x", s, strategy, granularity=g)))
+    if 0.8 in sparsities:  # the same rule with the realized-sparsity statistics switched off
+        out.append(("crisp-0.8-row-uniform-nostats", CrispConfig("x", 0.8)))
     return out
 
 
@@ -91,7 +93,7 @@ def _use(model, name: str, config):
     if config is None:
         model.set_attn_implementation(name)
     else:
-        enable(model, config)
+        enable(model, config).record_sparsity = not name.endswith("-nostats")
 
 
 def _sync(device):
@@ -190,6 +192,7 @@ def run(shapes=("minilm", "distilbert"), settings=None, repeats: int = 5, warmup
                     "sparsity": None if config is None else config.sparsity,
                     "granularity": None if config is None else config.granularity,
                     "strategy": None if config is None else config.strategy,
+                    "statistics": None if config is None else not name.endswith("-nostats"),
                     "median_s": med, "min_s": min(times[name]), "max_s": max(times[name]), "repeats": repeats,
                     "ratio_to_eager": med / eager,
                     "ms_per_sentence": 1000 * med / (batch_size * n_batches),

@@ -7,6 +7,7 @@ below to turn run folders into tables. Every table carries the model and protoco
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,10 +17,14 @@ import pandas as pd
 from . import results, stats
 from .configs import CONFIGS
 
+PLANNED_SEEDS = 5  # the experiment's design: at least this many seeds per configuration
+RUNS_ENV = "CRISP_RUNS_DIR"  # where the book looks for runs (default: data/runs of this checkout)
+
 PROTOCOL_TEXT = {
-    "full": "the paper's recipe (AdamW, lr 2e-5, batch 16 x 4, 3 epochs) on all 67,349 training sentences",
-    "small": "a smoke protocol: a fixed 4,000-sentence training subset, 1 epoch, batch 16 without accumulation "
-             "(250 optimizer steps), otherwise the paper's recipe",
+    "full": "the paper's recipe (AdamW, lr 2e-5, 64 sentences per optimizer step, 3 epochs) on all 67,349 "
+            "training sentences",
+    "small": "a smoke protocol: a fixed 4,000-sentence training subset, 1 epoch, 16 sentences per optimizer step "
+             "(250 steps), otherwise the paper's recipe",
 }
 MODEL_TEXT = {
     "minilm": "all-MiniLM-L6-v2 (6 layers x 12 heads, hidden 384), not the paper's DistilBERT",
@@ -47,9 +52,25 @@ class Selection:
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
-        """Runs of the paper's four configurations (variants such as ``-paperpad`` excluded)."""
+        """Runs of the paper's four configurations (variants such as ``-paperpad`` excluded), of the seeds
+        that every configuration present has finished: the comparisons stay paired. See :attr:`pending`."""
+        m = self._main_runs()
+        return m[m["seed"].isin(self._paired_seeds(m))].reset_index(drop=True)
+
+    @cached_property
+    def pending(self) -> pd.DataFrame:
+        """Finished runs left out because their seed is not finished for every configuration yet."""
+        m = self._main_runs()
+        return m[~m["seed"].isin(self._paired_seeds(m))].reset_index(drop=True)
+
+    def _main_runs(self) -> pd.DataFrame:
         m = self._mine(self.all_metrics)
         return m[m["config"].isin(CONFIGS)].sort_values(["config", "seed"]).reset_index(drop=True)
+
+    @staticmethod
+    def _paired_seeds(m: pd.DataFrame) -> set:
+        per_config = [set(g["seed"]) for _, g in m.groupby("config")]
+        return set.intersection(*per_config) if per_config else set()
 
     @cached_property
     def variants(self) -> pd.DataFrame:
@@ -74,19 +95,40 @@ class Selection:
         return self.protocol == "full"
 
     @property
+    def is_complete(self) -> bool:
+        """The experiment as designed: protocol ``full``, all four configurations, >= PLANNED_SEEDS paired seeds."""
+        return (self.is_experiment and self.metrics["config"].nunique() == len(CONFIGS)
+                and self.n_seeds >= PLANNED_SEEDS)
+
+    @property
+    def step_batch(self) -> str:
+        """How each optimizer step's sentences were split: ``"micro-batch x accumulation"`` (all runs agree, or a list)."""
+        values = sorted(self.metrics["step_batch"].dropna().unique()) if "step_batch" in self.metrics else []
+        return " / ".join(values) if values else "not recorded"
+
+    @property
     def label(self) -> str:
         """One sentence saying what these results are."""
         text = (f"model `{self.model}` ({MODEL_TEXT.get(self.model, 'a user-supplied checkpoint')}), "
-                f"protocol `{self.protocol}` ({PROTOCOL_TEXT.get(self.protocol, 'a custom protocol')}), "
+                f"protocol `{self.protocol}` ({PROTOCOL_TEXT.get(self.protocol, 'a custom protocol')}; "
+                f"batch {self.step_batch} per optimizer step), "
                 f"{self.n_seeds} seed(s) per configuration, {len(self.metrics)} runs")
         if not self.is_experiment:
             text += ". These are smoke results that check the pipeline, not the experiment: read no conclusion into them"
+        elif not self.is_complete:
+            text += (f". The grid is unfinished ({self.n_seeds} of the planned {PLANNED_SEEDS} seeds per configuration"
+                     + (f"; {len(self.pending)} finished run(s) of later seeds wait for their pairs" if len(self.pending) else "")
+                     + "): every number here is provisional")
         return text
 
     def table(self, filename: str) -> pd.DataFrame:
-        """``filename`` of every run of this selection, tagged with model, protocol, config and seed."""
+        """``filename`` of every run of this selection (not :attr:`pending`), tagged with model, protocol, config, seed."""
         frame = results.load_table(self.root, filename)
-        return self._mine(frame).reset_index(drop=True) if len(frame) else frame
+        if not len(frame):
+            return frame
+        shown = {(r.config, r.seed) for r in pd.concat([self.metrics, self.variants]).itertuples()}
+        keep = [(c, s) in shown for c, s in zip(frame["config"], frame["seed"])]
+        return self._mine(frame[keep]).reset_index(drop=True)
 
     def predictions(self, split: str = "dev") -> dict:
         """``{(config, seed): DataFrame idx,label,pred,prob_pos}`` for the four configurations."""
@@ -100,8 +142,10 @@ class Selection:
 
 def select(root=None, model: str | None = None, protocol: str | None = None) -> Selection:
     """Pick the runs to report: a complete grid (all four configurations) first, then ``full`` over any
-    reduced protocol, then the one with most runs."""
-    root = Path(root) if root is not None else project_root() / results.DEFAULT_ROOT
+    reduced protocol, then the one with most runs. ``root`` defaults to ``$CRISP_RUNS_DIR``, else ``data/runs``."""
+    if root is None:
+        root = os.environ.get(RUNS_ENV) or project_root() / results.DEFAULT_ROOT
+    root = Path(root)
     metrics = results.load_metrics(root)
     if metrics.empty:
         raise FileNotFoundError(f"no finished runs under {root}; run `crisp grid` first")

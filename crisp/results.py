@@ -127,6 +127,8 @@ def load_metrics(root=DEFAULT_ROOT) -> pd.DataFrame:
     for path in sorted(Path(root).glob("**/metrics.json")):
         m = read_json(path)
         row = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
+        if "step_batch" not in row and isinstance(m.get("train_config"), dict):  # runs written before it was recorded
+            row["step_batch"] = f"{m['train_config'].get('batch_size')} x {m['train_config'].get('grad_accum')}"
         row["run_dir"] = str(path.parent)
         rows.append(row)
     return pd.DataFrame(rows)

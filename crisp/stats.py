@@ -291,7 +291,7 @@ def _pts(x: float, sign: bool = True) -> str:
 
 def verdict(comparison: pd.DataFrame, summary: pd.DataFrame, mdd: float, alpha: float = 0.05, *,
             model: str, protocol: str, n_seeds: int, baseline: str = "baseline",
-            claimed: float = 0.0097) -> str:
+            claimed: float = 0.0097, planned_seeds: int | None = None) -> str:
     """One-paragraph plain-English verdict built only from the numbers given.
 
     Parameters
@@ -306,18 +306,29 @@ def verdict(comparison: pd.DataFrame, summary: pd.DataFrame, mdd: float, alpha: 
         Named in the text.
     claimed : float
         The paper's claimed gain over the dense baseline (+0.97 points).
+    planned_seeds : int, optional
+        The design's seed count; with fewer, the text says the verdict is provisional.
     """
     k = len(comparison)
     base = summary.loc[summary["config"] == baseline, "mean"]
     text = [f"On {model} ({protocol}) with {n_seeds} seeds per configuration, {k} sparse configuration"
             f"{'s were' if k != 1 else ' was'} compared with the dense baseline"
             + (f" (mean accuracy {_pts(base.iloc[0], False)}%)." if len(base) else ".")]
+    if planned_seeds is not None and n_seeds < planned_seeds:
+        text.append(f"The grid is unfinished ({n_seeds} of the {planned_seeds} planned seeds), so this verdict "
+                    "is provisional.")
     if k == 0:
-        return text[0]
+        return " ".join(text)
     rows = list(comparison.itertuples())
-    ci = {r.config: f"{_pts(r.mean_diff)} points, 95% CI [{_pts(r.ci_low)}, {_pts(r.ci_high)}]" for r in rows}
+    with_ci = [r for r in rows if not (math.isnan(r.ci_low) or math.isnan(r.ci_high))]
+    ci = {r.config: f"{_pts(r.mean_diff)} points, 95% CI [{_pts(r.ci_low)}, {_pts(r.ci_high)}]" for r in with_ci}
+    ci.update({r.config: f"{_pts(r.mean_diff)} points (no CI from {r.n_pairs} paired seed"
+                         f"{'s' if r.n_pairs != 1 else ''})" for r in rows if r not in with_ci})
     sig = [r for r in rows if r.p_ttest_holm < alpha]  # NaN compares False: never counted as a finding
-    if sig:
+    if comparison["p_ttest_holm"].isna().all():
+        text.append(f"With {n_seeds} seed{'s' if n_seeds != 1 else ''} per configuration no paired t-test over "
+                    "seeds is possible (it needs at least two).")
+    elif sig:
         text.append(f"After Holm correction, the paired t-test is statistically significant at {alpha:g} for "
                     + "; ".join(f"{r.config} ({ci[r.config]}, Holm p = {r.p_ttest_holm:.3g})" for r in sig)
                     + ("; no other configuration differs at that level." if len(sig) < k else "."))
@@ -333,11 +344,14 @@ def verdict(comparison: pd.DataFrame, summary: pd.DataFrame, mdd: float, alpha: 
         hits = ", ".join(str(r.config) for r in rows if r.p_mcnemar_holm < alpha) or "no configuration"
         text.append("Pooled per-sentence McNemar tests (optimistic: they treat seeds as independent) "
                     f"flag {hits} after Holm correction.")
-    inside = [str(r.config) for r in rows if r.ci_low <= claimed <= r.ci_high]
-    outside = [str(r.config) for r in rows if str(r.config) not in inside]
+    inside = [str(r.config) for r in with_ci if r.ci_low <= claimed <= r.ci_high]
+    outside = [str(r.config) for r in with_ci if str(r.config) not in inside]
     claim = f"The paper's claimed gain of {_pts(claimed)} points lies "
-    if not inside:
-        text.append(claim + "outside our 95% CI for every configuration.")
+    if not with_ci:
+        text.append(f"There is no confidence interval yet to hold the paper's claimed gain of {_pts(claimed)} points against.")
+    elif not inside:
+        text.append(claim + "outside our 95% CI for " + ("every configuration." if len(with_ci) == k else
+                                                            ", ".join(outside) + "."))
     else:
         text.append(claim + f"inside our 95% CI for {', '.join(inside)}"
                     + (f" and outside it for {', '.join(outside)}." if outside else "."))

@@ -35,3 +35,20 @@ def test_bench_cli_quick(tmp_path, capsys):
                  "--output", str(tmp_path)]) == 0
     assert "crisp-0.8-row-uniform" in capsys.readouterr().out
     assert main(["bench", "--shapes", "huge"]) == 2
+
+
+def test_nostats_variant_switches_statistics_off_and_keeps_the_output():
+    """The ``-nostats`` variant runs the same rule without recording realized sparsity."""
+    torch.manual_seed(0)
+    model = bench.build_model("tiny").eval()
+    batch = bench.make_batches(np.array([3, 7, 12]), 3, 1)[0]
+    config = dict(bench.variants((0.8,)))["crisp-0.8-row-uniform-nostats"]
+    outputs = {}
+    for name in ("crisp-0.8-row-uniform", "crisp-0.8-row-uniform-nostats"):
+        bench._use(model, name, config)
+        model.crisp_state.record_eval = True
+        with torch.no_grad():
+            outputs[name] = model(**batch).logits
+        outputs[name + ":kept"] = float(sum(model.crisp_state.kept))
+    assert outputs["crisp-0.8-row-uniform:kept"] > 0 and outputs["crisp-0.8-row-uniform-nostats:kept"] == 0
+    assert torch.equal(outputs["crisp-0.8-row-uniform"], outputs["crisp-0.8-row-uniform-nostats"])

@@ -49,3 +49,18 @@ def test_main_table_and_comparison_come_from_predictions(tmp_path):
 def test_select_without_runs_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished runs"):
         report.select(tmp_path)
+
+
+def test_an_unfinished_full_grid_keeps_only_paired_seeds_and_says_provisional(tmp_path, monkeypatch):
+    for i, config in enumerate(CONFIGS):
+        folder = fake_run(tmp_path, "minilm", "full", config, 0, 40 + i)
+        results.write_csv(folder / "history.csv", pd.DataFrame({"step": [1, 2], "loss": [0.7, 0.6]}))
+    late = fake_run(tmp_path, "minilm", "full", "baseline", 1, 44)  # seed 1: only baseline finished so far
+    results.write_csv(late / "history.csv", pd.DataFrame({"step": [1], "loss": [0.5]}))
+    monkeypatch.setenv(report.RUNS_ENV, str(tmp_path))  # the book's way of pointing at another results tree
+    sel = report.select()
+    assert sel.protocol == "full" and sel.n_seeds == 1 and len(sel.metrics) == 4
+    assert list(zip(sel.pending.config, sel.pending.seed)) == [("baseline", 1)]
+    assert not sel.is_complete and "unfinished (1 of the planned 5 seeds" in sel.label and "provisional" in sel.label
+    assert set(sel.table("history.csv").seed) == {0}
+    assert set(report.accuracy_from_predictions(sel).seed) == {0}

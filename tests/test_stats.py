@@ -283,3 +283,19 @@ def test_verdict_numbers_and_claim_from_a_hand_made_table():
     assert "smallest Holm-adjusted p = 0.16" in text
     assert "as small as the paper's claim could have gone undetected" in text  # 0.97 < mdd of 2.00 points
     assert "significant" not in text.lower()
+
+
+def test_verdict_with_one_seed_makes_no_interval_claims_and_says_provisional():
+    comparison = pd.DataFrame([
+        dict(config="k80", n_pairs=1, mean_diff=-0.018, ci_low=np.nan, ci_high=np.nan, p_ttest=np.nan,
+             p_ttest_holm=np.nan, p_mcnemar_holm=0.46),
+    ])
+    summary = pd.DataFrame({"config": ["baseline"], "mean": [0.9]})
+    text = verdict(comparison, summary, np.nan, model="m", protocol="full", n_seeds=1, planned_seeds=5)
+    assert "1 of the 5 planned seeds" in text and "provisional" in text
+    assert "k80: -1.80 points (no CI from 1 paired seed)" in text
+    assert "no paired t-test over seeds is possible" in text
+    assert "no confidence interval yet" in text and "outside" not in text and "nan" not in text.lower()
+    complete = verdict(comparison.assign(ci_low=-0.03, ci_high=-0.006, n_pairs=5), summary, np.nan, model="m",
+                       protocol="full", n_seeds=5, planned_seeds=5)
+    assert "provisional" not in complete and "outside our 95% CI for every configuration" in complete
