@@ -141,14 +141,27 @@ def saved_bytes(model, batch) -> int:
     return sum(n for k, n in seen.items() if k not in params)
 
 
+def select_variants(names=None, sparsities=(0.6, 0.8)) -> list[tuple[str, CrispConfig | None]]:
+    """The variants named in ``names`` (all when None), always with ``eager``, the reference of every ratio."""
+    every = variants(sparsities)
+    if names is None:
+        return every
+    unknown = sorted(set(names) - {n for n, _ in every})
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(n for n, _ in every)}")
+    return [(n, c) for n, c in every if n == "eager" or n in set(names)]
+
+
 def run(shapes=("minilm", "distilbert"), settings=None, repeats: int = 5, warmup: int = 2, device: str = "auto",
-        sparsities=(0.6, 0.8), sst2_lengths=None, progress: bool = True) -> pd.DataFrame:
-    """Time every variant; one row per (shape, setting, variant, mode).
+        sparsities=(0.6, 0.8), sst2_lengths=None, progress: bool = True, only=None) -> pd.DataFrame:
+    """Time every variant (or those named in ``only``, plus eager); one row per (shape, setting, variant, mode).
 
     ``settings`` maps a name to ``(lengths, batch_size, n_batches)``; ``lengths`` is an int or,
     for ``"sst2"``, the sample of real token lengths given as ``sst2_lengths``.
     """
     from tqdm.auto import tqdm
+
+    chosen = select_variants(only, sparsities)
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     settings = settings or {"sst2": ("sst2", 64, 4), "sst2-pad512": ("sst2-pad512", 64, 1),
@@ -169,10 +182,10 @@ def run(shapes=("minilm", "distilbert"), settings=None, repeats: int = 5, warmup
         padded = int(sum(b["attention_mask"].numel() for b in batches))
         for mode in ("train", "infer"):
             model.train(mode == "train")
-            times = {name: [] for name, _ in variants(sparsities)}
+            times = {name: [] for name, _ in chosen}
             memory = {}
             for r in range(warmup + repeats):
-                for name, config in variants(sparsities):
+                for name, config in chosen:
                     _use(model, name, config)
                     if torch.device(device).type == "cuda":
                         torch.cuda.reset_peak_memory_stats()
@@ -183,7 +196,7 @@ def run(shapes=("minilm", "distilbert"), settings=None, repeats: int = 5, warmup
                         memory[name] = (saved_bytes(model, batches[-1]),
                                         torch.cuda.max_memory_allocated() if torch.device(device).type == "cuda" else None)
             eager = statistics.median(times["eager"])
-            for name, config in variants(sparsities):
+            for name, config in chosen:
                 med = statistics.median(times[name])
                 saved, peak = memory.get(name, (None, None))
                 rows.append({
@@ -234,3 +247,39 @@ def write(frame: pd.DataFrame, output="data/bench", tag: str = "", extra: dict |
     results.write_csv(folder / f"bench-{slug}.csv", frame)
     results.write_json(folder / f"bench-{slug}.json", {**env, "git_commit": results.git_commit(), **(extra or {})})
     return folder / f"bench-{slug}.csv"
+
+
+# --- summaries the cost chapter shows ------------------------------------------------------------
+
+TARGETS = {"crisp-0.8-row-uniform": 1.10, "crisp-0.8-row-adaptive": 1.15}  # train step at SST-2 lengths, vs eager
+
+
+def headline(frame: pd.DataFrame, setting: str = "sst2") -> pd.DataFrame:
+    """The performance targets: training-step ratio to eager of Crisp 0.8 row (uniform, adaptive) at ``setting``."""
+    rows = frame[(frame.setting == setting) & (frame["mode"] == "train") & frame.variant.isin(list(TARGETS))]
+    out = rows[["model_shape", "variant", "ratio_to_eager"]].copy()
+    out["target"] = out.variant.map(TARGETS)
+    out["met"] = out.ratio_to_eager <= out.target
+    return out.reset_index(drop=True)
+
+
+def statistics_cost(frame: pd.DataFrame) -> pd.DataFrame:
+    """Time of Crisp 0.8 row uniform with its statistics on over the same rule with them off (same run)."""
+    on = frame[frame.variant == "crisp-0.8-row-uniform"].set_index(["model_shape", "setting", "mode"]).median_s
+    off = frame[frame.variant == "crisp-0.8-row-uniform-nostats"].set_index(["model_shape", "setting", "mode"]).median_s
+    shared = on.index.intersection(off.index)
+    return pd.DataFrame({"stats_on_s": on[shared], "stats_off_s": off[shared],
+                         "on_over_off": on[shared] / off[shared]}).reset_index()
+
+
+def padding_epoch(frame: pd.DataFrame, sentences: int = 67349,
+                  variants_shown=("eager", "crisp-0.8-row-uniform")) -> pd.DataFrame:
+    """Seconds for one pass over ``sentences`` (SST-2's training set): dynamic padding with length-grouped
+    batches (setting ``sst2``) vs the paper's pad-to-512 (``sst2-pad512``), scaled from per-sentence medians."""
+    rows = frame[frame.setting.isin(["sst2", "sst2-pad512"]) & frame.variant.isin(list(variants_shown))]
+    if rows.setting.nunique() < 2:
+        return pd.DataFrame(columns=["model_shape", "variant", "mode", "dynamic_s", "pad512_s", "pad512_over_dynamic"])
+    per = rows.pivot_table(index=["model_shape", "variant", "mode"], columns="setting", values="ms_per_sentence")
+    out = pd.DataFrame({"dynamic_s": per["sst2"] * sentences / 1000, "pad512_s": per["sst2-pad512"] * sentences / 1000})
+    out["pad512_over_dynamic"] = out.pad512_s / out.dynamic_s
+    return out.reset_index()

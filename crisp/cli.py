@@ -150,9 +150,12 @@ def cmd_bench(args) -> int:
         settings = {"sst2": ("sst2", 8, 1), "L32": (32, 2, 1)} if sst2 is not None else {"L32": (32, 2, 1)}
     if sst2 is None:
         settings = {k: v for k, v in settings.items() if not k.startswith("sst2")}
-    frame = bench.run(shapes, settings, repeats=args.repeats, warmup=args.warmup, sst2_lengths=sst2)
+    only = [v.strip() for v in args.variants.split(",") if v.strip()] or None
+    bench.select_variants(only)  # a bad name fails here, before any timing
+    frame = bench.run(shapes, settings, repeats=args.repeats, warmup=args.warmup, sst2_lengths=sst2, only=only)
     path = bench.write(frame, args.output, tag=args.tag, extra={"settings": {k: list(map(str, v)) for k, v in settings.items()},
-                                             "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick})
+                                             "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick,
+                                             "variants": only or "all"})
     cols = ["model_shape", "setting", "mode", "variant", "median_s", "ratio_to_eager", "saved_ratio_to_eager"]
     print(frame[cols].round(3).to_string(index=False))
     if args.profile:
@@ -209,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     b.add_argument("--warmup", type=int, default=2, help="untimed warm-up repeats")
     b.add_argument("--settings", default="", help="comma-separated subset of: sst2, sst2-pad512, L128, L512 (default: all)")
+    b.add_argument("--variants", default="", help="comma-separated subset of variants (eager is always timed; default: all)")
     b.add_argument("--tag", default="", help="suffix of the results file name, to keep several benchmark runs")
     b.add_argument("--quick", action="store_true", help="tiny sizes: checks that it works, measures nothing")
     b.add_argument("--profile", action="store_true", help="also write a torch.profiler table of a Crisp training step")

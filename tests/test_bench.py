@@ -52,3 +52,34 @@ def test_nostats_variant_switches_statistics_off_and_keeps_the_output():
         outputs[name + ":kept"] = float(sum(model.crisp_state.kept))
     assert outputs["crisp-0.8-row-uniform:kept"] > 0 and outputs["crisp-0.8-row-uniform-nostats:kept"] == 0
     assert torch.equal(outputs["crisp-0.8-row-uniform"], outputs["crisp-0.8-row-uniform-nostats"])
+
+
+def _frame():
+    rows = []
+    for setting, scale in (("sst2", 1.0), ("sst2-pad512", 20.0)):
+        for variant, t in (("eager", 1.0), ("crisp-0.8-row-uniform", 1.05), ("crisp-0.8-row-adaptive", 1.2),
+                           ("crisp-0.8-row-uniform-nostats", 1.04)):
+            for mode in ("train", "infer"):
+                rows.append(dict(model_shape="m", setting=setting, mode=mode, variant=variant, median_s=t * scale,
+                                 ratio_to_eager=t, ms_per_sentence=t * scale * 1000 / 64))
+    return pd.DataFrame(rows)
+
+
+def test_summaries_from_a_hand_made_frame():
+    head = bench.headline(_frame()).set_index("variant")
+    assert head.loc["crisp-0.8-row-uniform", "met"] and not head.loc["crisp-0.8-row-adaptive", "met"]
+    cost = bench.statistics_cost(_frame())
+    assert len(cost) == 4 and np.allclose(cost.on_over_off, 1.05 / 1.04)
+    epoch = bench.padding_epoch(_frame(), sentences=6400).set_index(["variant", "mode"])
+    assert np.isclose(epoch.loc[("eager", "train"), "dynamic_s"], 100.0)
+    assert np.allclose(epoch.pad512_over_dynamic, 20.0)
+    assert bench.padding_epoch(_frame()[lambda f: f.setting == "sst2"]).empty
+
+
+def test_variant_subset_always_includes_eager_and_rejects_unknown_names(tmp_path, capsys):
+    frame = bench.run(("tiny",), {"L8": (8, 2, 1)}, repeats=1, warmup=0, progress=False,
+                      only=["crisp-0.8-row-uniform", "crisp-0.8-row-uniform-nostats"])
+    assert set(frame.variant) == {"eager", "crisp-0.8-row-uniform", "crisp-0.8-row-uniform-nostats"}
+    assert main(["bench", "--shapes", "tiny", "--lengths", "", "--quick", "--variants", "crisp-0.9-row",
+                 "--output", str(tmp_path)]) == 2
+    assert "unknown variant(s) crisp-0.9-row" in capsys.readouterr().err
