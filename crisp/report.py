@@ -220,3 +220,23 @@ def detectable_difference(sel: Selection, split: str = "dev", power: float = 0.8
     if not sds or sel.n_seeds < 3:  # with 1 degree of freedom the noncentral t power is not computable
         return float("nan")
     return stats.minimum_detectable_difference(sum(sds) / len(sds), sel.n_seeds, power=power, comparisons=len(others))
+
+
+def progress(root=None) -> pd.DataFrame:
+    """Every finished run under ``root`` (default as in :func:`select`), counted per model, protocol and config:
+    how far each grid has come, whether or not the book reports it yet."""
+    if root is None:
+        root = os.environ.get(RUNS_ENV) or project_root() / results.DEFAULT_ROOT
+    metrics = results.load_metrics(root)
+    columns = ["model", "protocol", "config", "runs", "seeds", "dev_accuracy_mean", "test_accuracy_mean", "train_hours"]
+    if metrics.empty:
+        return pd.DataFrame(columns=columns)
+    for column in ("dev_accuracy", "test_accuracy", "train_seconds"):
+        if column not in metrics:
+            metrics[column] = float("nan")
+    grouped = metrics.groupby(["model", "protocol", "config"])
+    out = grouped.agg(runs=("seed", "size"), dev_accuracy_mean=("dev_accuracy", "mean"),
+                      test_accuracy_mean=("test_accuracy", "mean"), train_hours=("train_seconds", "sum")).reset_index()
+    out["seeds"] = [", ".join(str(s) for s in sorted(g["seed"])) for _, g in grouped]
+    out["train_hours"] = out["train_hours"] / 3600
+    return out[columns]

@@ -64,3 +64,13 @@ def test_an_unfinished_full_grid_keeps_only_paired_seeds_and_says_provisional(tm
     assert not sel.is_complete and "unfinished (1 of the planned 5 seeds" in sel.label and "provisional" in sel.label
     assert set(sel.table("history.csv").seed) == {0}
     assert set(report.accuracy_from_predictions(sel).seed) == {0}
+
+
+def test_progress_counts_every_finished_run(tmp_path):
+    for seed in (0, 1):
+        fake_run(tmp_path, "minilm", "full", "baseline", seed, 40 + seed)
+    fake_run(tmp_path, "minilm", "small", "uniform_sparse", 3, 30)
+    table = report.progress(tmp_path).set_index(["protocol", "config"])
+    assert table.loc[("full", "baseline"), "runs"] == 2 and table.loc[("full", "baseline"), "seeds"] == "0, 1"
+    assert table.loc[("full", "baseline"), "dev_accuracy_mean"] == pytest.approx(0.81)
+    assert report.progress(tmp_path / "empty").empty
