@@ -82,17 +82,18 @@ class CrispState:
         keep = topk_keep_mask(scores, ratio, key_mask, cfg.granularity, count_padding=cfg.paper_padding)
         probs = masked_softmax(scores, keep)
         measure = self.controller.adaptive and training
-        if self.record_sparsity or measure or self.record_entropy:
-            self._record(layer, scores, key_mask, keep, probs, ratio, training, measure)
+        count = self.record_sparsity and (training or self.record_eval or self.record_entropy)
+        if count or measure or self.record_entropy:  # otherwise (e.g. plain evaluation) nothing is recorded
+            self._record(layer, scores, key_mask, keep, probs, ratio, training, measure, count)
         return probs
 
     @torch.no_grad()
-    def _record(self, layer, scores, key_mask, keep, probs, ratio, training, measure):
+    def _record(self, layer, scores, key_mask, keep, probs, ratio, training, measure, count):
         shape = scores.shape  # [B, H, Lq, Lk]
         real = keep.new_ones(()).expand(shape) if key_mask is None else key_mask.expand(shape)
         qreal = real.diagonal(dim1=-2, dim2=-1) if shape[-1] == shape[-2] else real.any(-1)  # [B, H, Lq]
         rows = qreal & real.any(-1)
-        if self.record_sparsity and (training or self.record_eval or self.record_entropy):
+        if count:
             valid = real & rows[..., None]
             self.kept[layer] += (keep & valid).sum()  # tensors: no device sync per forward
             self.real[layer] += valid.sum()

@@ -14,7 +14,8 @@ def test_bench_tiny_runs_and_reports_ratios(tmp_path):
     names = {name for name, _ in bench.variants((0.8,))}
     assert set(frame.variant) == names and set(frame["mode"]) == {"train", "infer"}
     eager = frame[frame.variant == "eager"]
-    assert np.allclose(eager.ratio_to_eager, 1.0)
+    assert np.allclose(eager.ratio_to_eager, 1.0) and np.allclose(eager.paired_ratio, 1.0)
+    assert (frame.paired_ratio_q25 <= frame.paired_ratio).all() and (frame.paired_ratio <= frame.paired_ratio_q75).all()
     assert (frame.median_s > 0).all()
     train = frame[frame["mode"] == "train"]
     assert (train.saved_mb > 0).all() and np.allclose(train[train.variant == "eager"].saved_ratio_to_eager, 1.0)
@@ -61,7 +62,7 @@ def _frame():
                            ("crisp-0.8-row-uniform-nostats", 1.04)):
             for mode in ("train", "infer"):
                 rows.append(dict(model_shape="m", setting=setting, mode=mode, variant=variant, median_s=t * scale,
-                                 ratio_to_eager=t, ms_per_sentence=t * scale * 1000 / 64))
+                                 ratio_to_eager=t, ms_per_sentence=t * scale * 1000 / 64, repeats=3))
     return pd.DataFrame(rows)
 
 
@@ -83,3 +84,25 @@ def test_variant_subset_always_includes_eager_and_rejects_unknown_names(tmp_path
     assert main(["bench", "--shapes", "tiny", "--lengths", "", "--quick", "--variants", "crisp-0.9-row",
                  "--output", str(tmp_path)]) == 2
     assert "unknown variant(s) crisp-0.9-row" in capsys.readouterr().err
+
+
+def test_headline_prefers_round_by_round_ratios_when_the_file_has_them():
+    frame = _frame().assign(paired_ratio=lambda f: f.ratio_to_eager - 0.1, paired_ratio_q25=0.0, paired_ratio_q75=2.0)
+    head = bench.headline(frame).set_index("variant")
+    assert head.loc["crisp-0.8-row-adaptive", "met"]  # 1.2 - 0.1 <= 1.15
+
+
+def test_plain_evaluation_records_nothing_but_training_does():
+    from crisp import CrispConfig, enable
+
+    torch.manual_seed(0)
+    model = bench.build_model("tiny")
+    state = enable(model, CrispConfig("u", 0.8))
+    batch = bench.make_batches(np.array([4, 9]), 2, 1)[0]
+    model.eval()
+    with torch.no_grad():
+        model(**batch)
+    assert float(sum(state.real)) == 0
+    model.train()
+    model(**batch).loss.backward()
+    assert float(sum(state.real)) > 0
