@@ -32,6 +32,7 @@ def test_run_writes_every_file(run):
     assert m["model"] == "tiny-distilbert" and m["config"] == "light_sparse" and m["train_size"] == 96
     assert m["train_config"]["learning_rate"] == 2e-5 and m["crisp_config"]["strategy"] == "adaptive"
     assert m["optimizer_steps"] == 12  # 96 sentences / (8 x 2) = 6 steps per epoch, 2 epochs
+    assert m["step_batch"] == "8 x 2"
 
 
 def test_predictions_in_file_order_and_consistent(run, sst2_dir):
@@ -91,7 +92,12 @@ def test_same_seed_same_predictions(sst2_dir, tmp_path):
 def test_protocol_names_say_when_modified():
     assert make_config("small").protocol == "small"
     assert make_config("small", epochs=1.0, seed=3).protocol == "small"
-    assert make_config("full", batch_size=64, grad_accum=1).protocol == "full-custom"
+    # the micro-batch split is not the recipe: 64 x 1 takes the same steps as 16 x 4 ...
+    assert make_config("full", batch_size=64, grad_accum=1).protocol == "full"
+    assert make_config("small", batch_size=4, grad_accum=4).protocol == "small"
+    # ... but the number of sentences per optimizer step is
+    assert make_config("full", batch_size=32, grad_accum=1).protocol == "full-custom"
+    assert make_config("small", grad_accum=4).protocol == "small-custom"
     with pytest.raises(ValueError, match="unknown training option"):
         make_config("full", learning_rte=1e-3)
 
