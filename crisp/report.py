@@ -140,12 +140,15 @@ class Selection:
         return out
 
 
+def runs_root(root=None) -> Path:
+    """``root``, else ``$CRISP_RUNS_DIR``, else this checkout's ``data/runs``."""
+    return Path(root or os.environ.get(RUNS_ENV) or project_root() / results.DEFAULT_ROOT)
+
+
 def select(root=None, model: str | None = None, protocol: str | None = None) -> Selection:
     """Pick the runs to report: a complete grid (all four configurations) first, then ``full`` over any
     reduced protocol, then the one with most runs. ``root`` defaults to ``$CRISP_RUNS_DIR``, else ``data/runs``."""
-    if root is None:
-        root = os.environ.get(RUNS_ENV) or project_root() / results.DEFAULT_ROOT
-    root = Path(root)
+    root = runs_root(root)
     metrics = results.load_metrics(root)
     if metrics.empty:
         raise FileNotFoundError(f"no finished runs under {root}; run `crisp grid` first")
@@ -225,9 +228,7 @@ def detectable_difference(sel: Selection, split: str = "dev", power: float = 0.8
 def progress(root=None) -> pd.DataFrame:
     """Every finished run under ``root`` (default as in :func:`select`), counted per model, protocol and config:
     how far each grid has come, whether or not the book reports it yet."""
-    if root is None:
-        root = os.environ.get(RUNS_ENV) or project_root() / results.DEFAULT_ROOT
-    metrics = results.load_metrics(root)
+    metrics = results.load_metrics(runs_root(root))
     columns = ["model", "protocol", "config", "runs", "seeds", "dev_accuracy_mean", "test_accuracy_mean", "train_hours"]
     if metrics.empty:
         return pd.DataFrame(columns=columns)
