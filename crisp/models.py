@@ -60,7 +60,7 @@ def resolve(model: str) -> str:
 
 
 def load(model: str, num_labels: int = 2, seed: int | None = None):
-    """``(model, tokenizer)`` for sequence classification; the classifier head is freshly initialised.
+    """``(model, tokenizer)`` for sequence classification, in float32; the classifier head is freshly initialised.
 
     With ``seed`` the head's initialisation is reproducible. Any loading failure becomes one
     :class:`ModelError` naming the model.
@@ -78,7 +78,10 @@ def load(model: str, num_labels: int = 2, seed: int | None = None):
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        net = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, attn_implementation="crisp")
+        # float32 whatever the checkpoint's dtype: transformers 5 would keep a half-precision checkpoint
+        # in half precision, and fine-tuning would then run without float32 master weights.
+        net = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, attn_implementation="crisp",
+                                                                 dtype=torch.float32)
     except Exception as err:
         where = "folder" if os.path.isdir(source) else "hub id"
         raise ModelError(f"could not load model {model!r} ({where} {source}): {type(err).__name__}: {str(err).splitlines()[0][:300]}") from None
