@@ -215,7 +215,7 @@ def minimum_detectable_difference(std_diff: float, n: int, alpha: float = 0.05, 
     The test is a two-sided paired t-test at level ``alpha / comparisons`` (Bonferroni) on
     ``n`` pairs whose differences have standard deviation ``std_diff``. Power comes from the
     noncentral t distribution (noncentrality ``delta * sqrt(n) / std_diff``) and is solved
-    for ``delta`` with scipy.optimize.brentq. Returns 0.0 when ``std_diff`` is 0.
+    for ``delta`` with scipy.optimize.brentq. Returns 0.0 when ``std_diff`` is 0; proportional to ``std_diff``.
     """
     if n < 2 or not std_diff >= 0:
         raise ValueError(f"need n >= 2 and std_diff >= 0, got n={n}, std_diff={std_diff}")
@@ -224,16 +224,19 @@ def minimum_detectable_difference(std_diff: float, n: int, alpha: float = 0.05, 
     df, level = n - 1, alpha / comparisons
     crit = stats.t.ppf(1 - level / 2, df)
 
-    def shortfall(delta: float) -> float:
-        nc = delta * math.sqrt(n) / std_diff
-        # Both rejection regions count: the test is two-sided.
-        return stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc) - power
+    # Solved for the standardized difference d = delta / std_diff (noncentrality d * sqrt(n)) and scaled
+    # back: the same answer, and no overflow in nct when std_diff is tiny (differences equal up to rounding).
+    def shortfall(d: float) -> float:
+        nc = d * math.sqrt(n)
+        # Both rejection regions count: the test is two-sided. The lower one as sf(crit, df, -nc), by symmetry:
+        # scipy's nct.cdf(-crit, df, nc) returns NaN for some large nc (seen at df=2, nc=12.6).
+        return stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc) - power
 
     # Bracket from the normal approximation, widened until power is reached (small n needs more).
-    hi = (stats.norm.ppf(1 - level / 2) + stats.norm.ppf(power)) * std_diff / math.sqrt(n)
+    hi = (stats.norm.ppf(1 - level / 2) + stats.norm.ppf(power)) / math.sqrt(n)
     while shortfall(hi) < 0:
         hi *= 2
-    return float(optimize.brentq(shortfall, 0.0, hi, xtol=1e-12 * hi))
+    return float(optimize.brentq(shortfall, 0.0, hi, xtol=1e-12 * hi)) * std_diff
 
 
 COMPARISON_COLUMNS = ["config", "n_pairs", "mean_diff", "ci_low", "ci_high", "p_ttest", "p_ttest_holm",

@@ -174,6 +174,12 @@ def test_mdd_power_by_simulation():
 def test_mdd_edge_cases():
     assert minimum_detectable_difference(0.01, 5) > minimum_detectable_difference(0.01, 10)
     assert minimum_detectable_difference(0.0, 5) == 0.0
+    # Three seeds once made brentq fail on a NaN from scipy's nct.cdf; so did differences equal up to rounding.
+    three = minimum_detectable_difference(0.03, 3)
+    assert 0.03 * 2 < three < 0.03 * 20
+    assert minimum_detectable_difference(3e-17, 3) == pytest.approx(three * 1e-15)
+    for n in range(2, 12):
+        assert math.isfinite(minimum_detectable_difference(0.005, n))
     with pytest.raises(ValueError):
         minimum_detectable_difference(0.01, 1)
 
