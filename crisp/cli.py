@@ -122,6 +122,15 @@ def cmd_padding(args) -> int:
     return 0
 
 
+def cmd_summary(args) -> int:
+    from . import report, summary
+
+    sel = report.select(args.runs, model=args.model, protocol=args.protocol)
+    where = summary.write(sel, args.output)
+    print(f"{sel.label}\n\n{(where / 'verdict.md').read_text(encoding='utf-8')}\nwritten: {where}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     import numpy as np
     import pandas as pd
@@ -197,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sentences", type=int, default=128, help="first N dev sentences")
     d.add_argument("--output", default="data/padding", help="results root")
     d.set_defaults(func=cmd_padding)
+
+    s = sub.add_parser("summary", help="write the summary table of a grid (what the book reads) from its predictions",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Compute per-configuration accuracies with CIs, paired comparisons, McNemar, "
+                                   "correlation and the verdict from the runs' per-sentence predictions and write "
+                                   "them to <output>/<model>/<protocol>/. Without --model/--protocol: the grid the "
+                                   "book reports (crisp.report.select).")
+    s.add_argument("--runs", default=None, help="runs root (default: $CRISP_RUNS_DIR, else data/runs)")
+    s.add_argument("--model", default=None, help="model of the grid, e.g. minilm")
+    s.add_argument("--protocol", default=None, help="protocol of the grid, e.g. full")
+    s.add_argument("--output", default="data/summary", help="summary root")
+    s.set_defaults(func=cmd_summary)
 
     b = sub.add_parser("bench", help="time and size every attention variant, ratios to eager dense",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,

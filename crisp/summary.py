@@ -1,0 +1,163 @@
+"""The experiment's summary table: one selection's statistics, written once to ``data/summary/``.
+
+``crisp summary`` computes them from the runs' per-sentence predictions (through :mod:`crisp.report`)
+and writes one folder per model and protocol::
+
+    data/summary/<model>/<protocol>/
+        runs.csv             the runs used: config, seed, accuracies from predictions, realized sparsity, commit
+        main_table.csv       per configuration: dev and test accuracy (n, mean, std, sem, 95% CI), the paper's
+        comparison_dev.csv   each sparse configuration minus baseline: paired over seeds, McNemar, Holm
+        comparison_test.csv  the same on the held-out test split (when the runs have test predictions)
+        correlation.csv      realized dev sparsity vs dev accuracy over all runs: Pearson (CI) and Spearman
+        verdict.md           the one-paragraph verdict generated from these numbers
+        summary.json         label, seeds, detectable differences, commit, versions; written last
+
+The folder is replaced as a whole (written beside it, then renamed), so readers never see half of
+one. The book reads these files, and :func:`check` recomputes every one of them from the
+predictions: a summary that no longer matches the committed runs is an error, not a stale page.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import report, results, stats
+
+DEFAULT_ROOT = Path("data") / "summary"
+TABLES = ("runs", "main_table", "comparison_dev", "comparison_test", "correlation")
+
+
+class StaleSummaryError(ValueError):
+    """The summary on disk differs from what the committed runs give; the message names the file."""
+
+
+def folder(root, model: str, protocol: str) -> Path:
+    return Path(root) / model / protocol
+
+
+def compute(sel: report.Selection) -> dict:
+    """Every table, the verdict and the headline numbers of ``sel``; see the module docstring."""
+    splits = ["dev"] + (["test"] if _has_test(sel) else [])
+    acc = {split: report.accuracy_from_predictions(sel, split) for split in splits}
+    runs = sel.metrics.reindex(columns=["config", "seed", "realized_sparsity_dev", "step_batch", "git_commit",
+                                        "device", "train_seconds"])
+    for split in splits:
+        runs = runs.merge(acc[split][["config", "seed", "accuracy"]].rename(columns={"accuracy": f"{split}_accuracy"}),
+                          on=["config", "seed"], how="left")
+    corr = stats.correlation(runs["realized_sparsity_dev"], runs["dev_accuracy"])
+    comparisons = {split: report.comparison(sel, split) for split in splits}
+    mdd = {split: report.detectable_difference(sel, split) for split in splits}
+    summary_dev = stats.summarize(acc["dev"], value="accuracy", by="config")
+    verdict = stats.verdict(comparisons["dev"], summary_dev, mdd["dev"], model=sel.model, protocol=sel.protocol,
+                            n_seeds=sel.n_seeds, planned_seeds=report.PLANNED_SEEDS if sel.is_experiment else None)
+    out = {
+        "runs": runs,
+        "main_table": report.main_table(sel),
+        "comparison_dev": comparisons["dev"],
+        "comparison_test": comparisons.get("test", pd.DataFrame(columns=stats.COMPARISON_COLUMNS)),
+        "correlation": pd.DataFrame([corr]),
+        "verdict": verdict,
+        "facts": {
+            "model": sel.model, "protocol": sel.protocol, "label": sel.label, "n_seeds": sel.n_seeds,
+            "seeds": sel.seeds, "n_runs": len(sel.metrics), "is_experiment": sel.is_experiment,
+            "is_complete": sel.is_complete, "planned_seeds": report.PLANNED_SEEDS, "step_batch": sel.step_batch,
+            "splits": splits, "detectable_difference": mdd,
+            "pending_runs": [f"{r.config} seed {r.seed}" for r in sel.pending.itertuples()],
+        },
+    }
+    return out
+
+
+def _has_test(sel: report.Selection) -> bool:
+    found = sel.predictions("test")
+    return bool(found) and len(found) == len(sel.metrics)
+
+
+def write(sel: report.Selection, root=DEFAULT_ROOT) -> Path:
+    """Compute the summary of ``sel`` and replace ``<root>/<model>/<protocol>/`` with it; returns that folder."""
+    data = compute(sel)
+    target = folder(root, sel.model, sel.protocol)
+    results.check_writable(target.parent)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
+    try:
+        for name in TABLES:
+            results.write_csv(staging / f"{name}.csv", data[name])
+        (staging / "verdict.md").write_text(data["verdict"] + "\n", encoding="utf-8")
+        results.write_json(staging / "summary.json", {
+            **data["facts"],
+            "computed_from": "per-sentence predictions of the runs in runs.csv (crisp.summary.compute)",
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": results.git_commit(),
+            "python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
+            "scipy": _scipy_version(),
+        })
+        staging.chmod(0o755)
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _scipy_version() -> str:
+    import scipy
+
+    return scipy.__version__
+
+
+def read(root, model: str, protocol: str) -> dict:
+    """The summary files of ``model``/``protocol`` under ``root``: tables, ``verdict`` and ``facts``."""
+    where = folder(root, model, protocol)
+    if not (where / "summary.json").is_file():
+        raise FileNotFoundError(f"no summary of model={model!r} protocol={protocol!r} in {where}; "
+                                f"run `crisp summary --model {model} --protocol {protocol}`")
+    out = {name: pd.read_csv(where / f"{name}.csv") for name in TABLES}
+    out["verdict"] = (where / "verdict.md").read_text(encoding="utf-8").rstrip("\n")
+    out["facts"] = results.read_json(where / "summary.json")
+    return out
+
+
+def _roundtrip(frame: pd.DataFrame) -> pd.DataFrame:
+    # Compare what was written with what would be written: the same CSV text, read back the same way.
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, lineterminator="\n")
+    buffer.seek(0)
+    return pd.read_csv(buffer)
+
+
+def check(sel: report.Selection, root=None) -> dict:
+    """Read the stored summary of ``sel`` and recompute it from the predictions; return it if they agree.
+
+    ``root`` defaults to ``data/summary`` of this checkout. Raises :class:`StaleSummaryError` naming
+    the first file that differs (numbers compared to a relative 1e-9).
+    """
+    root = Path(root) if root is not None else report.project_root() / DEFAULT_ROOT
+    stored, fresh = read(root, sel.model, sel.protocol), compute(sel)
+    where = folder(root, sel.model, sel.protocol)
+    for name in TABLES:
+        try:
+            pd.testing.assert_frame_equal(stored[name], _roundtrip(fresh[name]), check_exact=False, rtol=1e-9,
+                                          check_dtype=False)
+        except AssertionError as err:
+            raise StaleSummaryError(f"{where / (name + '.csv')} does not match the runs it summarises "
+                                    f"(re-run `crisp summary`): {str(err).splitlines()[0]}") from None
+    if stored["verdict"] != fresh["verdict"]:
+        raise StaleSummaryError(f"{where / 'verdict.md'} does not match the runs it summarises (re-run `crisp summary`)")
+    for key in ("label", "seeds", "n_runs", "pending_runs"):
+        if stored["facts"].get(key) != fresh["facts"][key]:
+            raise StaleSummaryError(f"{where / 'summary.json'}: {key} is {stored['facts'].get(key)!r}, the runs give "
+                                    f"{fresh['facts'][key]!r} (re-run `crisp summary`)")
+    return stored

@@ -1,0 +1,94 @@
+"""The summary table: written once from the predictions, replaced whole, and checked against them."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crisp import cli, report, results, stats, summary
+from crisp.configs import CONFIGS
+from test_report import fake_run
+
+
+def grid(root, seeds=(0, 1, 2)):
+    for seed in seeds:
+        for i, config in enumerate(CONFIGS):
+            fake_run(root, "minilm", "full", config, seed, 30 + 3 * i + seed)
+
+
+def test_written_summary_holds_the_statistics_and_checks(tmp_path):
+    grid(tmp_path / "runs")
+    sel = report.select(tmp_path / "runs")
+    where = summary.write(sel, tmp_path / "summary")
+    assert where == tmp_path / "summary" / "minilm" / "full"
+    stored = summary.check(sel, tmp_path / "summary")
+    table = stored["main_table"].set_index("config")
+    assert table.loc["baseline", "dev_mean"] == pytest.approx(np.mean([30, 31, 32]) / 50)
+    assert table.loc["baseline", "dev_n"] == 3
+    comp = stored["comparison_dev"].set_index("config")
+    assert comp.loc["aggressive_sparse", "mean_diff"] == pytest.approx(9 / 50)
+    assert len(stored["runs"]) == 12 and set(stored["runs"].seed) == {0, 1, 2}
+    assert stored["comparison_test"].empty  # the fake runs have no test predictions
+    assert stored["facts"]["seeds"] == [0, 1, 2] and stored["facts"]["label"] == sel.label
+    assert stored["verdict"].startswith("On minilm (full) with 3 seeds per configuration")
+    assert stored["verdict"] == stats.verdict(report.comparison(sel), stats.summarize(
+        report.accuracy_from_predictions(sel), value="accuracy"), report.detectable_difference(sel),
+        model="minilm", protocol="full", n_seeds=3, planned_seeds=report.PLANNED_SEEDS)
+
+
+def test_a_summary_that_no_longer_matches_the_runs_is_an_error(tmp_path):
+    grid(tmp_path / "runs")
+    summary.write(report.select(tmp_path / "runs"), tmp_path / "summary")
+    # one prediction changes after the summary was written
+    path = results.run_dir(tmp_path / "runs", "minilm", "full", "light_sparse", 1) / "predictions_dev.csv"
+    preds = pd.read_csv(path)
+    preds.loc[0, "pred"] = 1 - preds.loc[0, "pred"]
+    results.write_csv(path, preds)
+    with pytest.raises(summary.StaleSummaryError, match="runs.csv does not match"):
+        summary.check(report.select(tmp_path / "runs"), tmp_path / "summary")
+
+
+def test_a_new_paired_seed_makes_the_summary_stale(tmp_path):
+    grid(tmp_path / "runs", seeds=(0, 1))
+    summary.write(report.select(tmp_path / "runs"), tmp_path / "summary")
+    grid(tmp_path / "runs", seeds=(2,))
+    with pytest.raises(summary.StaleSummaryError, match="does not match"):
+        summary.check(report.select(tmp_path / "runs"), tmp_path / "summary")
+
+
+def test_the_folder_is_replaced_whole_and_a_failed_write_leaves_the_old_one(tmp_path, monkeypatch):
+    grid(tmp_path / "runs")
+    sel = report.select(tmp_path / "runs")
+    where = summary.write(sel, tmp_path / "summary")
+    (where / "stray.txt").write_text("from an older layout")
+    summary.write(sel, tmp_path / "summary")
+    assert not (where / "stray.txt").exists()
+    before = {p.name: p.read_bytes() for p in where.iterdir()}
+
+    original, calls = results.write_csv, []
+
+    def failing_write_csv(path, frame):  # the third table fails to write
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        original(path, frame)
+
+    monkeypatch.setattr(results, "write_csv", failing_write_csv)
+    with pytest.raises(OSError, match="disk full"):
+        summary.write(sel, tmp_path / "summary")
+    assert {p.name: p.read_bytes() for p in where.iterdir()} == before
+    assert [p.name for p in where.parent.iterdir()] == ["full"]  # no staging folder left behind
+
+
+def test_missing_summary_names_the_command(tmp_path):
+    grid(tmp_path / "runs", seeds=(0,))
+    with pytest.raises(FileNotFoundError, match="crisp summary --model minilm --protocol full"):
+        summary.check(report.select(tmp_path / "runs"), tmp_path / "summary")
+
+
+def test_cli_summary(tmp_path, capsys):
+    grid(tmp_path / "runs")
+    assert cli.main(["summary", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "out")]) == 0
+    assert "written:" in capsys.readouterr().out
+    assert (tmp_path / "out" / "minilm" / "full" / "summary.json").is_file()
+    assert cli.main(["summary", "--runs", str(tmp_path / "runs"), "--protocol", "small"]) == 2
+    assert "no finished runs of model=None protocol='small'" in capsys.readouterr().err
