@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", default=None, help="runs root (default: $CRISP_RUNS_DIR, else data/runs)")
     s.add_argument("--model", default=None, help="model of the grid, e.g. minilm")
     s.add_argument("--protocol", default=None, help="protocol of the grid, e.g. full")
-    s.add_argument("--output", default="data/summary", help="summary root")
+    s.add_argument("--output", default=None, help="summary root (default: summary/ beside the runs root, e.g. data/summary)")
     s.set_defaults(func=cmd_summary)
 
     b = sub.add_parser("bench", help="time and size every attention variant, ratios to eager dense",

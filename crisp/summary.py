@@ -3,7 +3,7 @@
 ``crisp summary`` computes them from the runs' per-sentence predictions (through :mod:`crisp.report`)
 and writes one folder per model and protocol::
 
-    data/summary/<model>/<protocol>/
+    data/summary/<model>/<protocol>/     (summary/ beside the runs root data/runs)
         runs.csv             the runs used: config, seed, accuracies from predictions, realized sparsity, commit
         main_table.csv       per configuration: dev and test accuracy (n, mean, std, sem, 95% CI), the paper's
         comparison_dev.csv   each sparse configuration minus baseline: paired over seeds, McNemar, Holm
@@ -31,12 +31,16 @@ import pandas as pd
 
 from . import report, results, stats
 
-DEFAULT_ROOT = Path("data") / "summary"
 TABLES = ("runs", "main_table", "comparison_dev", "comparison_test", "correlation")
 
 
 class StaleSummaryError(ValueError):
     """The summary on disk differs from what the committed runs give; the message names the file."""
+
+
+def default_root(runs=None) -> Path:
+    """``summary/`` beside the runs root (:func:`crisp.report.runs_root`): ``data/summary`` for ``data/runs``."""
+    return report.runs_root(runs).parent / "summary"
 
 
 def folder(root, model: str, protocol: str) -> Path:
@@ -81,8 +85,11 @@ def _has_test(sel: report.Selection) -> bool:
     return bool(found) and len(found) == len(sel.metrics)
 
 
-def write(sel: report.Selection, root=DEFAULT_ROOT) -> Path:
-    """Compute the summary of ``sel`` and replace ``<root>/<model>/<protocol>/`` with it; returns that folder."""
+def write(sel: report.Selection, root=None) -> Path:
+    """Compute the summary of ``sel`` and replace ``<root>/<model>/<protocol>/`` with it; returns that folder.
+
+    ``root`` defaults to ``summary/`` beside the runs (:func:`default_root`)."""
+    root = Path(root) if root is not None else default_root(sel.root)
     data = compute(sel)
     target = folder(root, sel.model, sel.protocol)
     results.check_writable(target.parent)
@@ -141,10 +148,10 @@ def _roundtrip(frame: pd.DataFrame) -> pd.DataFrame:
 def check(sel: report.Selection, root=None) -> dict:
     """Read the stored summary of ``sel`` and recompute it from the predictions; return it if they agree.
 
-    ``root`` defaults to ``data/summary`` of this checkout. Raises :class:`StaleSummaryError` naming
-    the first file that differs (numbers compared to a relative 1e-9).
+    ``root`` defaults to ``summary/`` beside the runs (:func:`default_root`). Raises
+    :class:`StaleSummaryError` naming the first file that differs (numbers compared to a relative 1e-9).
     """
-    root = Path(root) if root is not None else report.project_root() / DEFAULT_ROOT
+    root = Path(root) if root is not None else default_root(sel.root)
     stored, fresh = read(root, sel.model, sel.protocol), compute(sel)
     where = folder(root, sel.model, sel.protocol)
     for name in TABLES:

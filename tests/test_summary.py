@@ -90,5 +90,8 @@ def test_cli_summary(tmp_path, capsys):
     assert cli.main(["summary", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "out")]) == 0
     assert "written:" in capsys.readouterr().out
     assert (tmp_path / "out" / "minilm" / "full" / "summary.json").is_file()
+    assert cli.main(["summary", "--runs", str(tmp_path / "runs")]) == 0  # default: summary/ beside the runs
+    summary.check(report.select(tmp_path / "runs"))
+    assert (tmp_path / "summary" / "minilm" / "full" / "verdict.md").is_file()
     assert cli.main(["summary", "--runs", str(tmp_path / "runs"), "--protocol", "small"]) == 2
     assert "no finished runs of model=None protocol='small'" in capsys.readouterr().err
