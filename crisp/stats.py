@@ -314,7 +314,8 @@ def verdict(comparison: pd.DataFrame, summary: pd.DataFrame, mdd: float, alpha: 
     """
     k = len(comparison)
     base = summary.loc[summary["config"] == baseline, "mean"]
-    text = [f"On {model} ({protocol}) with {n_seeds} seeds per configuration, {k} sparse configuration"
+    text = [f"On {model} ({protocol}) with {n_seeds} seed{'s' if n_seeds != 1 else ''} per configuration, "
+            f"{k} sparse configuration"
             f"{'s were' if k != 1 else ' was'} compared with the dense baseline"
             + (f" (mean accuracy {_pts(base.iloc[0], False)}%)." if len(base) else ".")]
     if planned_seeds is not None and n_seeds < planned_seeds:
