@@ -187,11 +187,16 @@ def holm(pvalues) -> list[float]:
     return out.tolist()
 
 
-def correlation(x, y, confidence: float = 0.95) -> dict:
+def correlation(x, y, confidence: float = 0.95, n_perm: int = 9999, seed: int = 0) -> dict:
     """Pearson r (with p and CI) and Spearman rho (with p) between ``x`` and ``y``.
 
     Pairs with a missing value are dropped. All statistics are NaN when fewer than 3 pairs
     remain or either input is constant (the coefficients are undefined there).
+
+    Spearman's p comes from a permutation test (scipy.stats.permutation_test over pairings:
+    exact for up to 7 pairs, else ``n_perm`` random pairings drawn with RNG ``seed``). scipy's
+    default t approximation gives p = 0 for a perfect rank correlation of 4 points, whose exact
+    two-sided p is 2/24.
     """
     x, y = _values(x), _values(y)
     keep = ~(np.isnan(x) | np.isnan(y))
@@ -202,9 +207,11 @@ def correlation(x, y, confidence: float = 0.95) -> dict:
         return out
     res = stats.pearsonr(x, y)
     ci = res.confidence_interval(confidence_level=confidence)
-    rho = stats.spearmanr(x, y)
+    rho = stats.spearmanr(x, y).statistic
+    perm = stats.permutation_test((x,), lambda xp: stats.spearmanr(xp, y).statistic, permutation_type="pairings",
+                                  n_resamples=n_perm, rng=np.random.default_rng(seed))
     out.update(pearson_r=float(res.statistic), pearson_p=float(res.pvalue), pearson_ci_low=float(ci.low),
-               pearson_ci_high=float(ci.high), spearman_rho=float(rho.statistic), spearman_p=float(rho.pvalue))
+               pearson_ci_high=float(ci.high), spearman_rho=float(rho), spearman_p=float(perm.pvalue))
     return out
 
 

@@ -149,7 +149,17 @@ def test_correlation_matches_scipy():
     x, y = rng.normal(size=12), rng.normal(size=12)
     res = correlation(x, y)
     assert res["pearson_p"] == pytest.approx(stats.pearsonr(x, y).pvalue)
-    assert res["spearman_p"] == pytest.approx(stats.spearmanr(x, y).pvalue)
+    # Spearman's p is a permutation p (random pairings at n = 12): close to scipy's t approximation here.
+    assert res["spearman_p"] == pytest.approx(stats.spearmanr(x, y).pvalue, abs=0.03)
+
+
+def test_spearman_p_is_exact_for_few_points():
+    # Four points in perfect rank order: 2 of the 24 pairings reach |rho| = 1. The t approximation says 0.
+    res = correlation([0.0, 0.58, 0.78, 0.79], [89.6, 89.2, 88.5, 88.4])
+    assert res["spearman_rho"] == pytest.approx(-1.0)
+    assert res["spearman_p"] == pytest.approx(2 / 24)
+    # rho = 0.5 over three points: 3 of the 6 pairings reach rho >= 0.5, so two-sided p = 2 * 3/6 = 1.
+    assert correlation([1.0, 2.0, 3.0], [1.0, 3.0, 2.0])["spearman_p"] == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------- minimum detectable difference
