@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy
 
 from . import report, results, stats
 
@@ -104,7 +105,7 @@ def write(sel: report.Selection, root=None) -> Path:
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "git_commit": results.git_commit(),
             "python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
-            "scipy": _scipy_version(),
+            "scipy": scipy.__version__,
         })
         staging.chmod(0o755)
         old = target.with_name(f".{target.name}.old")
@@ -117,12 +118,6 @@ def write(sel: report.Selection, root=None) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
-
-
-def _scipy_version() -> str:
-    import scipy
-
-    return scipy.__version__
 
 
 def read(root, model: str, protocol: str) -> dict:
