@@ -281,6 +281,21 @@ def statistics_cost(frame: pd.DataFrame) -> pd.DataFrame:
                          "on_over_off": on[shared] / off[shared]}).reset_index()
 
 
+def extra_saved_per_layer(frame: pd.DataFrame) -> pd.DataFrame:
+    """Memory each variant keeps for backward beyond eager dense, per layer, in units of one float32
+    ``[B, H, L, L]`` tensor (training rows of the fixed-length settings ``L128`` / ``L512``)."""
+    rows = frame[(frame["mode"] == "train") & frame.setting.isin(["L128", "L512"])].copy()
+    if rows.empty:
+        return pd.DataFrame(columns=["model_shape", "setting", "variant", "extra_per_layer_in_BHLL_fp32"])
+    length = rows.setting.str[1:].astype(int)
+    layers_heads = rows.model_shape.map(lambda m: SHAPES[m]["heads"] * SHAPES[m]["layers"])
+    unit_mb = rows.batch_size * layers_heads * length**2 * 4 / 2**20
+    eager_mb = rows[rows.variant == "eager"].set_index(["model_shape", "setting"]).saved_mb
+    rows["extra_per_layer_in_BHLL_fp32"] = (rows.saved_mb - eager_mb.reindex(
+        pd.MultiIndex.from_frame(rows[["model_shape", "setting"]])).to_numpy()) / unit_mb
+    return rows[["model_shape", "setting", "variant", "extra_per_layer_in_BHLL_fp32"]].reset_index(drop=True)
+
+
 def padding_epoch(frame: pd.DataFrame, sentences: int = 67349,
                   variants_shown=("eager", "crisp-0.8-row-uniform")) -> pd.DataFrame:
     """Seconds for one pass over ``sentences`` (SST-2's training set): dynamic padding with length-grouped

@@ -106,3 +106,13 @@ def test_plain_evaluation_records_nothing_but_training_does():
     model.train()
     model(**batch).loss.backward()
     assert float(sum(state.real)) > 0
+
+
+def test_extra_saved_per_layer_in_units_of_one_float32_attention_tensor():
+    # tiny: 4 heads x 2 layers; batch 2 at L128 -> one float32 [B, H, L, L] per layer, all layers = 1 MiB
+    frame = pd.DataFrame([dict(model_shape="tiny", setting="L128", mode="train", variant=v, batch_size=2, saved_mb=mb)
+                          for v, mb in (("eager", 10.0), ("crisp-0.8-row-uniform", 10.5), ("crisp-0.8-row-adaptive", 12.0))]
+                         + [dict(model_shape="tiny", setting="sst2", mode="train", variant="eager", batch_size=2, saved_mb=1.0)])
+    extra = bench.extra_saved_per_layer(frame).set_index("variant").extra_per_layer_in_BHLL_fp32
+    assert extra.to_dict() == {"eager": 0.0, "crisp-0.8-row-uniform": 0.5, "crisp-0.8-row-adaptive": 2.0}
+    assert bench.extra_saved_per_layer(frame[frame.setting == "sst2"]).empty
