@@ -367,8 +367,13 @@ def verdict(comparison: pd.DataFrame, summary: pd.DataFrame, mdd: float, alpha: 
         text.append(claim + f"inside our 95% CI for {', '.join(inside)}"
                     + (f" and outside it for {', '.join(outside)}." if outside else "."))
     if not math.isnan(mdd):
-        text.append(f"True differences smaller than about {_pts(mdd, False)} points could not be reliably "
-                    f"detected with {n_seeds} seeds"
-                    + (", so a gain as small as the paper's claim could have gone undetected."
-                       if abs(claimed) < mdd else "."))
+        detect = (f"True differences smaller than about {_pts(mdd, False)} points could not be reliably "
+                  f"detected with {n_seeds} seeds")
+        if abs(claimed) >= mdd:
+            text.append(detect + ".")
+        elif inside or not with_ci:
+            text.append(detect + ", so a gain as small as the paper's claim could have gone undetected.")
+        else:  # the claim is below the detection limit, but every interval already excludes it
+            text.append(detect + " (as differences from zero); the paper's claim is smaller than that, yet the "
+                        "intervals above exclude it.")
     return " ".join(text)

@@ -301,6 +301,20 @@ def test_verdict_numbers_and_claim_from_a_hand_made_table():
     assert "significant" not in text.lower()
 
 
+def test_verdict_power_sentence_does_not_contradict_intervals_that_exclude_the_claim():
+    comparison = pd.DataFrame([
+        dict(config="k80", mean_diff=-0.007, ci_low=-0.012, ci_high=-0.002, p_ttest=0.015, p_ttest_holm=0.04,
+             p_mcnemar_holm=np.nan),
+    ])
+    summary = pd.DataFrame({"config": ["baseline"], "mean": [0.89]})
+    text = verdict(comparison, summary, 0.011, model="m", protocol="p", n_seeds=5)
+    assert "outside our 95% CI for every configuration" in text
+    assert "could have gone undetected" not in text
+    assert "smaller than that, yet the intervals above exclude it" in text
+    text = verdict(comparison, summary, 0.005, model="m", protocol="p", n_seeds=5)  # claim above the limit
+    assert "detected with 5 seeds." in text and "yet the intervals" not in text
+
+
 def test_verdict_with_one_seed_makes_no_interval_claims_and_says_provisional():
     comparison = pd.DataFrame([
         dict(config="k80", n_pairs=1, mean_diff=-0.018, ci_low=np.nan, ci_high=np.nan, p_ttest=np.nan,
