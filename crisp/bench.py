@@ -290,9 +290,8 @@ def extra_saved_per_layer(frame: pd.DataFrame) -> pd.DataFrame:
     length = rows.setting.str[1:].astype(int)
     layers_heads = rows.model_shape.map(lambda m: SHAPES[m]["heads"] * SHAPES[m]["layers"])
     unit_mb = rows.batch_size * layers_heads * length**2 * 4 / 2**20
-    eager_mb = rows[rows.variant == "eager"].set_index(["model_shape", "setting"]).saved_mb
-    rows["extra_per_layer_in_BHLL_fp32"] = (rows.saved_mb - eager_mb.reindex(
-        pd.MultiIndex.from_frame(rows[["model_shape", "setting"]])).to_numpy()) / unit_mb
+    eager_mb = rows.saved_mb.where(rows.variant == "eager").groupby([rows.model_shape, rows.setting]).transform("max")
+    rows["extra_per_layer_in_BHLL_fp32"] = (rows.saved_mb - eager_mb) / unit_mb
     return rows[["model_shape", "setting", "variant", "extra_per_layer_in_BHLL_fp32"]].reset_index(drop=True)
 
 
