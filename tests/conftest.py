@@ -1,9 +1,31 @@
 """Shared fixtures: a synthetic SST-2-format folder (never real SST-2 text) and tiny models."""
 
+import os
 import random
 
 import pytest
 import torch
+
+DEVICE_ENV = "CRISP_TEST_DEVICE"  # e.g. CRISP_TEST_DEVICE=cuda python -m pytest tests/test_device.py
+
+
+def pytest_addoption(parser):
+    parser.addoption("--crisp-device", default=os.environ.get(DEVICE_ENV, "cpu"),
+                     help=f"device for the device tests (tests/test_device.py): cpu, cuda, cuda:1 ... "
+                          f"(default: ${DEVICE_ENV}, else cpu). CI runs on cpu.")
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    """The torch device the device-parametrized tests run on (``--crisp-device`` / ``$CRISP_TEST_DEVICE``)."""
+    name = request.config.getoption("--crisp-device")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as err:
+        raise pytest.UsageError(f"--crisp-device {name!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"--crisp-device {name!r}: torch sees no CUDA device on this machine")
+    return dev
 
 POSITIVE = ["good", "great", "wonderful", "moving", "funny", "smart"]
 NEGATIVE = ["bad", "dull", "boring", "awful", "messy", "tired"]
