@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 
 from .configs import CONFIGS
 from .data import DataError
@@ -78,40 +77,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_grid(args) -> int:
-    from .results import is_finished
-    from .train import make_config, train
+    from .grid import run_plan
+    from .train import make_config
 
     configs, seeds = parse_configs(args.configs), parse_seeds(args.seeds)
     plan = [make_config(args.protocol, **_overrides(args, skip=("config", "seed")), config=c, seed=s)
             for s in seeds for c in configs]  # seed by seed: a stopped grid leaves complete pairs
-    failures, done = [], 0
-    for number, cfg in enumerate(plan, 1):
-        head = f"[{number}/{len(plan)}] {cfg.label} seed {cfg.seed}"
-        if is_finished(cfg.folder) and not cfg.overwrite:
-            print(f"{head}: skipped, finished run in {cfg.folder}", flush=True)
-            continue
-        resuming = (cfg.folder / "checkpoints").is_dir()
-        print(f"{head}: {'resuming unfinished run' if resuming else 'starting'} in {cfg.folder}", flush=True)
-        started = time.perf_counter()
-        try:
-            if args.notebooks:
-                from .notebook_runs import run_notebook
-
-                run_notebook(cfg)
-            else:
-                train(cfg)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # one failed run does not stop the grid
-            failures.append((head, f"{type(err).__name__}: {err}"))
-            print(f"{head}: FAILED: {type(err).__name__}: {err}", flush=True)
-            continue
-        done += 1
-        print(f"{head}: done in {time.perf_counter() - started:.0f} s", flush=True)
-    print(f"grid: {done} run(s) done, {len(plan) - done - len(failures)} skipped, {len(failures)} failed")
-    for head, why in failures:
-        print(f"  failed: {head}: {why}")
-    return 1 if failures else 0
+    outcomes = run_plan(plan, workers=args.workers, notebooks=args.notebooks)
+    count = {k: sum(o.status == k for o in outcomes) for k in ("done", "skipped", "busy", "failed")}
+    print(f"grid: {count['done']} run(s) done, {count['skipped']} skipped, {count['busy']} busy elsewhere, "
+          f"{count['failed']} failed")
+    for o in outcomes:
+        if o.status == "failed":
+            print(f"  failed: {o.head}: {o.detail}")
+    return 1 if count["failed"] else 0
 
 
 def cmd_padding(args) -> int:
@@ -192,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ones resume from their last checkpoint, failures are reported at the end.")
     g.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated (default: %(default)s)")
     g.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 1,3,5 (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="runs trained at once, each in its own process (a GPU fits many small runs; on a CPU the "
+                        "cores are split between them) (default: %(default)s)")
     g.add_argument("--notebooks", action="store_true",
                    help="run each through the papermill run notebook, keeping the executed copy in the run folder")
     _train_options(g, skip=("config", "seed"))

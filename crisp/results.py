@@ -114,6 +114,8 @@ def environment() -> dict:
         device = f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     return {
         "device": device,
+        "device_type": "cuda" if torch.cuda.is_available() else "cpu",
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -39,6 +39,14 @@ PROTOCOLS = {
     "small": {"train_size": 4000, "epochs": 1.0, "grad_accum": 1, "logging_steps": 25},
 }
 SUBSET_SEED = 0  # the training subset of reduced protocols is the same for every run (runs stay paired)
+# Numerical precision of a run. Not part of the recipe (the protocol's name stays), but part of the run's identity:
+# a run folder's label carries it (baseline-bf16) and the book never pairs runs of different precisions or devices.
+PRECISIONS = {
+    "fp32": "float32 throughout (TF32 matmuls switched off on CUDA); every committed CPU run",
+    "tf32": "float32 weights, CUDA matmuls in TF32 (Ampere or newer)",
+    "bf16": "float32 master weights, bfloat16 autocast (CUDA, or CPU)",
+    "fp16": "float32 master weights, float16 autocast with loss scaling (CUDA only)",
+}
 
 
 def _opt(default, help: str):
@@ -63,6 +71,7 @@ class TrainConfig:
     learning_rate: float = _opt(2e-5, 'AdamW learning rate (paper: 2e-5), linear decay to 0')
     batch_size: int = _opt(16, 'sentences per micro-batch (paper: 16)')
     grad_accum: int = _opt(4, 'micro-batches per optimizer step (paper: 4)')
+    precision: str = _opt("fp32", 'fp32 | tf32 | bf16 | fp16 (autocast; tf32 and fp16 need CUDA)')
     max_length: int = _opt(512, 'truncation (and padding, with paper_padding)')
     weight_decay: float = _opt(0.0, 'AdamW weight decay (paper: not stated)')
     warmup_steps: int = _opt(0, 'linear warmup steps (paper: not stated)')
@@ -85,6 +94,8 @@ class TrainConfig:
             if field.type.startswith("str") and not (isinstance(value, str) or (value is None and "None" in field.type)):
                 raise ValueError(f"{field.name} must be a string, got {value!r}")
         get_config(self.config, granularity=self.granularity)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.protocol.split("-custom")[0] not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         for name in ("batch_size", "grad_accum", "max_length", "eval_batch_size", "logging_steps", "save_steps"):
@@ -103,7 +114,8 @@ class TrainConfig:
     @property
     def label(self) -> str:
         """Folder name of the configuration: the paper's name, plus any departure from its defaults."""
-        return self.config + ("-head" if self.granularity == "head" else "") + ("-paperpad" if self.paper_padding else "")
+        return (self.config + ("-head" if self.granularity == "head" else "") + ("-paperpad" if self.paper_padding else "")
+                + ("" if self.precision == "fp32" else f"-{self.precision}"))
 
     @property
     def folder(self) -> Path:
@@ -121,7 +133,8 @@ def make_config(protocol: str = "full", **overrides) -> TrainConfig:
     defaults = TrainConfig.__dataclass_fields__
     recipe = {k for k in defaults if k not in ("model", "config", "granularity", "paper_padding", "seed", "data",
                                                 "output", "protocol", "overwrite", "progress", "eval_batch_size",
-                                                "logging_steps", "save_steps", "batch_size", "grad_accum")}
+                                                "logging_steps", "save_steps", "batch_size", "grad_accum",
+                                                "precision")}
     changed = any(k in recipe and v != preset.get(k, defaults[k].default) for k, v in overrides.items())
     # How the sentences of one optimizer step are split into micro-batches is not part of the recipe:
     # 64 x 1 takes the same optimizer steps on the same 64 sentences as the paper's 16 x 4 (the logged loss is
@@ -165,8 +178,11 @@ def _collator(tokenizer, cfg: TrainConfig):
 
 
 @torch.no_grad()
-def predict(model, dataset: Encoded, collate, batch_size: int, progress: bool = False, desc: str = "predict"):
-    """Per-sentence predictions in file order: ``(DataFrame idx,label,pred,prob_pos, mean loss)``."""
+def predict(model, dataset: Encoded, collate, batch_size: int, progress: bool = False, desc: str = "predict",
+            precision: str = "fp32"):
+    """Per-sentence predictions in file order: ``(DataFrame idx,label,pred,prob_pos, mean loss)``.
+
+    ``precision`` ``bf16``/``fp16`` runs the forward under the same autocast as training."""
     from tqdm.auto import tqdm
 
     was_training = model.training
@@ -178,7 +194,8 @@ def predict(model, dataset: Encoded, collate, batch_size: int, progress: bool = 
         chunk = order[start:start + batch_size]
         batch = collate([dataset[i] for i in chunk])
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(**batch).logits.float()
+        with autocast(precision, device):
+            logits = model(**batch).logits.float()
         loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))
         prob = logits.softmax(-1)[:, 1].cpu().tolist()
         for i, p, y, yhat in zip(chunk, prob, batch["labels"].cpu().tolist(), logits.argmax(-1).cpu().tolist()):
@@ -186,6 +203,25 @@ def predict(model, dataset: Encoded, collate, batch_size: int, progress: bool = 
     model.train(was_training)
     frame = pd.DataFrame(rows).sort_values("idx").reset_index(drop=True)
     return frame, loss_sum / max(len(frame), 1)
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of ``precision`` on ``device`` (a no-op for fp32 and tf32)."""
+    import contextlib
+
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return contextlib.nullcontext()
+
+
+def check_precision(precision: str) -> None:
+    """Refuse a precision this machine cannot run, naming what is missing (before anything touches disk)."""
+    if precision in ("tf32", "fp16") and not torch.cuda.is_available():
+        raise ValueError(f"precision {precision} needs a CUDA device and torch sees none; use fp32 or bf16 on CPU")
+    if precision == "tf32" and torch.cuda.get_device_capability()[0] < 8:
+        raise ValueError(f"precision tf32 needs an Ampere or newer GPU; {torch.cuda.get_device_name()} is not")
+    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision bf16 is not supported on {torch.cuda.get_device_name()}; use fp16 or fp32")
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -198,6 +234,7 @@ def train(cfg: TrainConfig) -> Path:
     from .trainer import CrispTrainer, StateSaver, history_frame
 
     cfg.validate()
+    check_precision(cfg.precision)
     crisp_config = get_config(cfg.config, granularity=cfg.granularity, paper_padding=cfg.paper_padding)
     folder = cfg.folder
     if results.is_finished(folder) and not cfg.overwrite:
@@ -247,6 +284,10 @@ def train(cfg: TrainConfig) -> Path:
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         restore_callback_states_from_checkpoint=True,
+        bf16=cfg.precision == "bf16",
+        use_cpu=cfg.precision == "bf16" and not torch.cuda.is_available(),  # Trainer's way to allow CPU bf16 autocast
+        fp16=cfg.precision == "fp16",
+        tf32=(cfg.precision == "tf32") if torch.cuda.is_available() else None,  # fp32 on CUDA: TF32 explicitly off
     )
     saver = StateSaver(state)
     trainer = CrispTrainer(
@@ -273,11 +314,11 @@ def train(cfg: TrainConfig) -> Path:
     # Final evaluation: dev with attention statistics, then the held-out test split, once.
     state.reset_stats()
     state.record_entropy = True
-    dev_pred, dev_loss = predict(model, dev_set, collate, cfg.eval_batch_size, cfg.progress, "dev")
+    dev_pred, dev_loss = predict(model, dev_set, collate, cfg.eval_batch_size, cfg.progress, "dev", cfg.precision)
     state.record_entropy = False
     dev_sparsity = state.sparsity_summary()
     attention_stats = pd.DataFrame(state.entropy_summary())
-    test_pred, test_loss = (predict(model, test_set, collate, cfg.eval_batch_size, cfg.progress, "test")
+    test_pred, test_loss = (predict(model, test_set, collate, cfg.eval_batch_size, cfg.progress, "test", cfg.precision)
                             if test_set is not None else (None, None))
 
     history = history_frame(trainer.state.log_history)
@@ -298,7 +339,8 @@ def train(cfg: TrainConfig) -> Path:
         "train_size": len(train_set),
         "epochs": cfg.epochs,
         "optimizer_steps": trainer.state.global_step,
-        "step_batch": f"{cfg.batch_size} x {cfg.grad_accum}",  # micro-batch x accumulation (the recipe fixes only the product)
+        "step_batch": f"{cfg.batch_size} x {cfg.grad_accum}",
+        "precision": cfg.precision,  # micro-batch x accumulation (the recipe fixes only the product)
         "dev_accuracy": float((dev_pred["pred"] == dev_pred["label"]).mean()),
         "dev_loss": dev_loss,
         "test_accuracy": float((test_pred["pred"] == test_pred["label"]).mean()) if test_pred is not None else None,
