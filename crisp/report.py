@@ -49,6 +49,7 @@ class Selection:
     model: str
     protocol: str
     all_metrics: pd.DataFrame  # every finished run under root
+    hardware: str = "cpu-fp32"  # device type and precision (crisp.results.hardware): pairs never mix them
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
@@ -79,7 +80,14 @@ class Selection:
         return m[~m["config"].isin(CONFIGS)].reset_index(drop=True)
 
     def _mine(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[(frame["model"] == self.model) & (frame["protocol"] == self.protocol)]
+        """Rows of this model, protocol and hardware, with the precision suffix taken off the config label
+        (``baseline-bf16`` is ``baseline`` within the ``cuda-bf16`` selection)."""
+        hw = frame["hardware"] if "hardware" in frame else pd.Series("cpu-fp32", index=frame.index)
+        mine = frame[(frame["model"] == self.model) & (frame["protocol"] == self.protocol) & (hw == self.hardware)].copy()
+        precision = self.hardware.split("-", 1)[-1]
+        if precision != "fp32":
+            mine["config"] = mine["config"].str.removesuffix(f"-{precision}")
+        return mine
 
     @property
     def seeds(self) -> list[int]:
@@ -126,9 +134,10 @@ class Selection:
         frame = results.load_table(self.root, filename)
         if not len(frame):
             return frame
+        frame = self._mine(frame)
         shown = {(r.config, r.seed) for r in pd.concat([self.metrics, self.variants]).itertuples()}
         keep = [(c, s) in shown for c, s in zip(frame["config"], frame["seed"])]
-        return self._mine(frame[keep]).reset_index(drop=True)
+        return frame[keep].drop(columns="hardware").reset_index(drop=True)
 
     def predictions(self, split: str = "dev") -> dict:
         """``{(config, seed): DataFrame idx,label,pred,prob_pos}`` for the four configurations."""
@@ -145,25 +154,32 @@ def runs_root(root=None) -> Path:
     return Path(root or os.environ.get(RUNS_ENV) or project_root() / results.DEFAULT_ROOT)
 
 
-def select(root=None, model: str | None = None, protocol: str | None = None) -> Selection:
+def select(root=None, model: str | None = None, protocol: str | None = None, hardware: str | None = None) -> Selection:
     """Pick the runs to report: a complete grid (all four configurations) first, then ``full`` over any
-    reduced protocol, then the one with most runs. ``root`` defaults to ``$CRISP_RUNS_DIR``, else ``data/runs``."""
+    reduced protocol, then the one with most runs. A grid is one model, protocol and hardware (device type and
+    precision, :func:`crisp.results.hardware`): runs of different hardware are never paired.
+    ``root`` defaults to ``$CRISP_RUNS_DIR``, else ``data/runs``."""
     root = runs_root(root)
     metrics = results.load_metrics(root)
     if metrics.empty:
         raise FileNotFoundError(f"no finished runs under {root}; run `crisp grid` first")
-    main = metrics[metrics["config"].isin(CONFIGS)]
+    metrics = metrics.assign(paper_name=[c.removesuffix(f"-{h.split('-', 1)[-1]}") if not h.endswith("-fp32") else c
+                                         for c, h in zip(metrics["config"], metrics["hardware"])])
+    main = metrics[metrics["paper_name"].isin(CONFIGS)]
     if model:
         main = main[main["model"] == model]
     if protocol:
         main = main[main["protocol"] == protocol]
+    if hardware:
+        main = main[main["hardware"] == hardware]
     if main.empty:
-        raise FileNotFoundError(f"no finished runs of model={model!r} protocol={protocol!r} under {root}")
-    counts = main.groupby(["model", "protocol"]).agg(runs=("seed", "size"), configs=("config", "nunique")).reset_index()
+        raise FileNotFoundError(f"no finished runs of model={model!r} protocol={protocol!r} hardware={hardware!r} under {root}")
+    counts = (main.groupby(["model", "protocol", "hardware"])
+              .agg(runs=("seed", "size"), configs=("paper_name", "nunique")).reset_index())
     counts["complete"] = counts["configs"] == len(CONFIGS)  # a grid with all four configurations
     counts["is_full"] = counts["protocol"] == "full"
     best = counts.sort_values(["complete", "is_full", "runs"], ascending=False).iloc[0]
-    return Selection(root, best["model"], best["protocol"], metrics)
+    return Selection(root, best["model"], best["protocol"], metrics.drop(columns="paper_name"), best["hardware"])
 
 
 def paper_table(number: int) -> pd.DataFrame:

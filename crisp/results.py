@@ -123,6 +123,14 @@ def environment() -> dict:
     }
 
 
+def hardware(metrics: dict) -> str:
+    """``<device type>-<precision>`` of a run (``cpu-fp32``, ``cuda-bf16`` ...): runs are compared only within one.
+
+    Runs written before either was recorded were all trained on a CPU in float32."""
+    kind = metrics.get("device_type") or ("cpu" if str(metrics.get("device", "cpu")).startswith("cpu") else "cuda")
+    return f"{kind}-{metrics.get('precision') or 'fp32'}"
+
+
 def load_metrics(root=DEFAULT_ROOT) -> pd.DataFrame:
     """One row per finished run under ``root``: the flat fields of each ``metrics.json``."""
     rows = []
@@ -131,6 +139,7 @@ def load_metrics(root=DEFAULT_ROOT) -> pd.DataFrame:
         row = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
         if "step_batch" not in row and isinstance(m.get("train_config"), dict):  # runs written before it was recorded
             row["step_batch"] = f"{m['train_config'].get('batch_size')} x {m['train_config'].get('grad_accum')}"
+        row["hardware"] = hardware(m)
         row["run_dir"] = str(path.parent)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -145,6 +154,7 @@ def load_table(root, filename: str) -> pd.DataFrame:
             continue
         m = read_json(path)
         frame = pd.read_csv(file)
+        frame.insert(0, "hardware", hardware(m))
         for key in ("model", "protocol", "config", "seed"):
             frame.insert(0, key, m[key])
         frames.append(frame)
