@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from . import data as data_mod
 from . import models, results
 from .configs import get_config
 from .integration import enable
+from .subsets import SUBSET_KINDS, subset
 
 # Protocols: named presets. A run records its protocol's name; changing a preset's values by hand
 # makes the name "<preset>-custom" so a modified run is never mistaken for the preset.
@@ -37,8 +37,18 @@ PROTOCOLS = {
     # Quick check: a fixed 4,000-sentence subset, 1 epoch, batch 16 x 1 (250 optimizer steps). With the paper's
     # 16 x 4 it would take 63 steps, and MiniLM then stayed at chance (51% dev accuracy in all 8 runs we tried).
     "small": {"train_size": 4000, "epochs": 1.0, "grad_accum": 1, "logging_steps": 25},
+    # Data-size sweep (does sparsity regularize where overfitting is real?): nested stratified subsets fixed by the
+    # data seed (crisp.subsets), the paper's optimizer and 64 sentences per step, trained long enough for the dense
+    # baseline to overfit: 10 epochs at 500 and 2,000 sentences (80 and 320 steps), 5 at 8,000 (625 steps).
+    # Dev is evaluated every epoch; the final epoch is reported, never the best.
+    "n500": {"train_size": 500, "subset": "stratified", "epochs": 10.0, "batch_size": 64, "grad_accum": 1,
+             "logging_steps": 4},
+    "n2000": {"train_size": 2000, "subset": "stratified", "epochs": 10.0, "batch_size": 64, "grad_accum": 1,
+              "logging_steps": 16},
+    "n8000": {"train_size": 8000, "subset": "stratified", "epochs": 5.0, "batch_size": 64, "grad_accum": 1,
+              "logging_steps": 25},
 }
-SUBSET_SEED = 0  # the training subset of reduced protocols is the same for every run (runs stay paired)
+SIZE_PROTOCOLS = ("n500", "n2000", "n8000")
 # Numerical precision of a run. Not part of the recipe (the protocol's name stays), but part of the run's identity:
 # a run folder's label carries it (baseline-bf16) and the book never pairs runs of different precisions or devices.
 PRECISIONS = {
@@ -66,7 +76,9 @@ class TrainConfig:
     data: str | None = _opt(None, 'SST-2 folder (GLUE layout); None: $CRISP_SST2_DIR, else the hub')
     output: str = _opt(str(results.DEFAULT_ROOT), 'runs go to <output>/<model>/<protocol>/<config>/seed-<n>/')
     protocol: str = _opt("full", 'preset: full (paper recipe, all data) or small (4,000 sentences, 1 epoch, batch 16x1)')
-    train_size: int | None = _opt(None, 'None: the whole training split; N: a fixed random subset of N sentences')
+    train_size: int | None = _opt(None, 'None: the whole training split; N: a fixed subset of N sentences')
+    subset: str = _opt("random", 'how a train_size subset is drawn: random, or stratified (by label, nested across sizes)')
+    data_seed: int = _opt(0, 'seed of the training subset (independent of the model seed: every run sees the same one)')
     epochs: float = _opt(3.0, 'passes over the training set (paper: 3)')
     learning_rate: float = _opt(2e-5, 'AdamW learning rate (paper: 2e-5), linear decay to 0')
     batch_size: int = _opt(16, 'sentences per micro-batch (paper: 16)')
@@ -102,6 +114,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.subset not in SUBSET_KINDS:
+            raise ValueError(f"subset must be one of {', '.join(SUBSET_KINDS)}, got {self.subset!r}")
+        if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
+            raise ValueError(f"data_seed must be a non-negative integer, got {self.data_seed!r}")
         if self.train_size is not None and (isinstance(self.train_size, bool) or not isinstance(self.train_size, int) or self.train_size < 1):
             raise ValueError(f"train_size must be a positive integer or None, got {self.train_size!r}")
         for name in ("epochs", "learning_rate"):
@@ -249,9 +265,7 @@ def train(cfg: TrainConfig) -> Path:
     model.accepts_loss_kwargs = False  # Trainer then averages the loss over accumulation steps
     state = enable(model, crisp_config)
 
-    indices = None
-    if cfg.train_size is not None and cfg.train_size < len(splits["train"]):
-        indices = sorted(random.Random(SUBSET_SEED).sample(range(len(splits["train"])), cfg.train_size))
+    indices = subset(splits["train"].labels, cfg.train_size, cfg.subset, cfg.data_seed)
     train_set = Encoded(splits["train"], tokenizer, cfg.max_length, indices)
     dev_set = Encoded(splits["dev"], tokenizer, cfg.max_length)
     test_set = Encoded(splits["test"], tokenizer, cfg.max_length) if "test" in splits else None
