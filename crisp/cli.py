@@ -84,10 +84,18 @@ def cmd_grid(args) -> int:
     configs, seeds = parse_configs(args.configs), parse_seeds(args.seeds)
     plan = [make_config(args.protocol, **_overrides(args, skip=("config", "seed")), config=c, seed=s)
             for s in seeds for c in configs]  # seed by seed: a stopped grid leaves complete pairs
-    outcomes = run_plan(plan, workers=args.workers, notebooks=args.notebooks)
-    count = {k: sum(o.status == k for o in outcomes) for k in ("done", "skipped", "busy", "failed")}
+    if args.launcher:
+        from .launch import JobOptions, submit
+
+        options = JobOptions(partition=args.partition, gpus=args.gpus_per_job, cpus=args.cpus_per_job,
+                             mem_gb=args.mem_gb, time_min=args.time_min, log_dir=args.log_dir)
+        outcomes = submit(plan, args.launcher, workers=args.workers, notebooks=args.notebooks, options=options,
+                          wait=not args.no_wait)
+    else:
+        outcomes = run_plan(plan, workers=args.workers, notebooks=args.notebooks)
+    count = {k: sum(o.status == k for o in outcomes) for k in ("done", "skipped", "busy", "failed", "submitted")}
     print(f"grid: {count['done']} run(s) done, {count['skipped']} skipped, {count['busy']} busy elsewhere, "
-          f"{count['failed']} failed")
+          f"{count['failed']} failed" + (f", {count['submitted']} submitted" if count["submitted"] else ""))
     for o in outcomes:
         if o.status == "failed":
             print(f"  failed: {o.head}: {o.detail}")
@@ -175,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=1,
                    help="runs trained at once, each in its own process (a GPU fits many small runs; on a CPU the "
                         "cores are split between them) (default: %(default)s)")
+    g.add_argument("--launcher", choices=("local", "slurm"), default=None,
+                   help="submit one job per run through submitit: slurm (a job array; --workers caps the tasks "
+                        "running at once) or local (jobs on this machine, --workers at a time); default: no scheduler")
+    g.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
+    g.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job (default: %(default)s)")
+    g.add_argument("--cpus-per-job", type=int, default=4, help="CPU cores per Slurm job (default: %(default)s)")
+    g.add_argument("--mem-gb", type=int, default=16, help="memory per Slurm job in GB (default: %(default)s)")
+    g.add_argument("--time-min", type=int, default=240, help="wall-time limit per job in minutes (default: %(default)s)")
+    g.add_argument("--log-dir", default=".submitit", help="submitit's job files and logs (default: %(default)s)")
+    g.add_argument("--no-wait", action="store_true", help="slurm: return once the array is submitted")
     g.add_argument("--notebooks", action="store_true",
                    help="run each through the papermill run notebook, keeping the executed copy in the run folder")
     _train_options(g, skip=("config", "seed"))
