@@ -111,3 +111,28 @@ def detectable(se: float, alpha: float = 0.05, power: float = 0.8, comparisons: 
         raise ValueError(f"need se >= 0, comparisons >= 1, sided in (1, 2), alpha and power in (0, 1); got "
                          f"se={se}, comparisons={comparisons}, sided={sided}, alpha={alpha}, power={power}")
     return float((stats.norm.ppf(1 - alpha / (sided * comparisons)) + stats.norm.ppf(power)) * se)
+
+
+def crossed_se(diff) -> float:
+    """Standard error of the grand mean of a seeds x sentences table, from the crossed random-effects model.
+
+    A closed-form cross-check of the two-level bootstrap. With ``d[s, n] = mu + a_s + b_n + e_sn``
+    (seed effects, sentence effects, interaction/residual, all independent) the grand mean has variance
+    ``sigma_a^2 / S + sigma_b^2 / N + sigma_e^2 / (S N)``, estimated without bias by the two-way ANOVA
+    mean squares (no replication): ``(MS_seed + MS_sentence - MS_residual) / (S N)``, clipped at 0.
+
+    Parameters
+    ----------
+    diff : array (S, N)
+        Per-seed, per-sentence values, e.g. ``correct[c] - correct[baseline]`` in {-1, 0, 1}.
+    """
+    d = np.asarray(diff, dtype=float)
+    if d.ndim != 2 or min(d.shape) < 2:
+        raise ValueError(f"need a (seeds, sentences) table with at least 2 of each, got shape {d.shape}")
+    S, N = d.shape
+    grand, rows, cols = d.mean(), d.mean(axis=1), d.mean(axis=0)
+    ms_seed = N * np.sum((rows - grand) ** 2) / (S - 1)
+    ms_sent = S * np.sum((cols - grand) ** 2) / (N - 1)
+    resid = d - rows[:, None] - cols[None, :] + grand
+    ms_res = np.sum(resid ** 2) / ((S - 1) * (N - 1))
+    return float(np.sqrt(max(0.0, ms_seed + ms_sent - ms_res) / (S * N)))

@@ -287,7 +287,7 @@ def correctness(sel: Selection, split: str = "dev"):
 
 
 BOOTSTRAP_COLUMNS = ["split", "config", "n_seeds", "n_sentences", "claimed_gain", "mean_diff", "se", "ci_low",
-                     "ci_high", "se_seeds_only", "se_sentences_only", "p_zero", "p_zero_holm", "p_claim",
+                     "ci_high", "se_seeds_only", "se_sentences_only", "se_anova", "p_zero", "p_zero_holm", "p_claim",
                      "p_claim_holm", "mdd_zero", "mdd_claim", "B", "boot_seed"]
 
 
@@ -297,7 +297,8 @@ def bootstrap_table(sel: Selection, split: str = "dev", B: int = BOOT_B, seed: i
 
     Columns :data:`BOOTSTRAP_COLUMNS`: the observed difference, its bootstrap standard error and 95%
     percentile interval; the standard error with only seeds or only sentences resampled (same B and
-    seed); ``p_zero`` (two-sided, H0: no difference) and ``p_claim`` (one-sided, H0: the difference is
+    seed) and from the crossed random-effects model (``se_anova``, :func:`crisp.bootstrap.crossed_se`, a
+    closed-form cross-check; NaN with one seed); ``p_zero`` (two-sided, H0: no difference) and ``p_claim`` (one-sided, H0: the difference is
     at least the paper's claimed gain for that configuration), each Holm-adjusted over the
     configurations; ``mdd_zero`` / ``mdd_claim``: the true difference from zero / shortfall from the
     claim that the corresponding test detects with ``power`` at Holm's first step (alpha / k).
@@ -318,6 +319,7 @@ def bootstrap_table(sel: Selection, split: str = "dev", B: int = BOOT_B, seed: i
                          claimed_gain=claims.get(config, np.nan), mean_diff=float(observed[i] - observed[0]),
                          se=se, ci_low=lo, ci_high=hi, se_seeds_only=float(boots["seeds"][:, i].std(ddof=1)),
                          se_sentences_only=float(boots["sentences"][:, i].std(ddof=1)),
+                         se_anova=bootstrap.crossed_se(correct[i].astype(float) - correct[0]) if len(seeds) > 1 else np.nan,
                          p_zero=bootstrap.p_two_sided(d), p_claim=bootstrap.p_below(d, claims.get(config, np.nan)),
                          mdd_zero=bootstrap.detectable(se, alpha, power, k, sided=2),
                          mdd_claim=bootstrap.detectable(se, alpha, power, k, sided=1), B=B, boot_seed=seed))

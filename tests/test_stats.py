@@ -476,3 +476,20 @@ def test_fit_answer_rule():
     assert mechanism.fit_answer(rows((0.01, 0.02), (-0.01, 0.01), dev_acc=(0.001, 0.01))) == "regularization"
     assert mechanism.fit_answer(rows((-0.01, 0.02), (-0.02, -0.01))) == "no difference in fit"
     assert mechanism.fit_answer(rows((np.nan, np.nan), (np.nan, np.nan))) == "no difference in fit"
+
+
+def test_crossed_se_known_answers():
+    u, v = np.array([0.0, 0.3, 0.6, 0.9]), np.linspace(0, 1, 50)
+    d = u[:, None] + v[None, :]  # no interaction: var1(u) / S + var1(v) / N
+    assert bootstrap.crossed_se(d) == pytest.approx(math.sqrt(u.var(ddof=1) / 4 + v.var(ddof=1) / 50))
+    # unbiased for the variance of the grand mean: seed sd 1, sentence sd 1, residual sd 2, 5 x 200 tables
+    rng = np.random.default_rng(0)
+    est = [bootstrap.crossed_se(rng.normal(0, 1, (5, 1)) + rng.normal(0, 1, (1, 200)) + rng.normal(0, 2, (5, 200))) ** 2
+           for _ in range(400)]
+    assert np.mean(est) == pytest.approx(1 / 5 + 1 / 200 + 4 / 1000, rel=0.1)
+    # residual only: the estimate is (MS_seed + MS_sentence - MS_residual) / (S N), about 1 / (S N), not 3 / (S N)
+    est = [bootstrap.crossed_se(rng.normal(0, 1, (5, 200))) ** 2 for _ in range(400)]
+    assert np.mean(est) == pytest.approx(1 / 1000, rel=0.15)
+    assert bootstrap.crossed_se(np.zeros((3, 10))) == 0.0
+    with pytest.raises(ValueError):
+        bootstrap.crossed_se(np.zeros(10))
