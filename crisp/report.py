@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from . import bootstrap, results, single_run, stats
 from .configs import CONFIGS
@@ -362,8 +363,8 @@ def single_run_table(sel: Selection, split: str = "dev") -> pd.DataFrame:
         rows.append(dict(split=split, config=config, claimed_gain=claim, n_pairings=len(d), mean=float(d.mean()),
                          min=float(d.min()), max=float(d.max()), frac_positive=float(np.mean(d > 0)),
                          frac_claim=float(np.mean(d >= claim - 1e-12)), normal_mean=mu, normal_sd=sd,
-                         normal_p_positive=float(stats.stats.norm.sf(0, mu, sd)),
-                         normal_p_claim=float(stats.stats.norm.sf(claim, mu, sd))))
+                         normal_p_positive=float(sps.norm.sf(0, mu, sd)),
+                         normal_p_claim=float(sps.norm.sf(claim, mu, sd))))
     return pd.DataFrame(rows)
 
 
@@ -377,7 +378,7 @@ def single_run_null(sel: Selection, split: str = "dev", k: int = 3) -> dict:
     paper = paper_table(1)
     corr = stats.correlation(paper["sparsity_target"], paper["dev_accuracy"])
     df = corr["n"] - 2
-    t_crit = float(stats.stats.t.ppf(0.975, df))
+    t_crit = float(sps.t.ppf(0.975, df))
     return dict(split=split, k=k, margin=margin, n_baseline_runs=len(base), hits=hits, arrangements=total,
                 p_empirical=hits / total, baseline_sd=sd, p_normal=single_run.all_beat_normal(sd, k, margin),
                 p_any_order_zero_margin=1 / (k + 1), paper_n=corr["n"], paper_pearson_r=corr["pearson_r"],
