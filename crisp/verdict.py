@@ -40,8 +40,9 @@ def readings_fact(readings: pd.DataFrame) -> dict:
     """From the padding study's ``readings.csv``: per mask-first pad-to-512 reading, the largest realized sparsity
     over real (query, key) pairs at any target, split and layer; and the targets and splits measured."""
     mf = readings[(readings["padding"] == "pad512") & readings["mask_first"].astype(str).str.lower().eq("true")]
+    mf = mf.dropna(subset=["realized_sparsity"])  # a reading that could not be measured says nothing here
     if mf.empty:
-        raise ValueError("the readings table has no mask-first pad-to-512 rows")
+        raise ValueError("the readings table has no mask-first pad-to-512 rows with a realized sparsity")
     return dict(max_by_reading=mf.groupby("reading")["realized_sparsity"].max().to_dict(),
                 targets=sorted(float(t) for t in mf["sparsity"].unique()),
                 splits=sorted(mf["split"].unique().tolist()), max=float(mf["realized_sparsity"].max()))

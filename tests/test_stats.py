@@ -463,6 +463,13 @@ def test_verdict_states_what_the_mask_first_reading_implies():
     assert "reaches 30.0%" in pruned and "does prune real keys" in pruned and "no real key" not in pruned
     with pytest.raises(ValueError, match="mask-first"):
         readings_fact(_readings(0.0).query("not mask_first"))
+    with pytest.raises(ValueError, match="mask-first"):
+        readings_fact(_readings(np.nan))
+    mixed = _readings(0.0)
+    mixed.loc[mixed.reading == "pad512-maskfirst-inf-head", "realized_sparsity"] = np.nan  # e.g. quantile of -inf
+    assert set(readings_fact(mixed)["max_by_reading"]) == {"pad512-maskfirst-finfo-row"}
+    as_text = _readings(0.0).assign(mask_first=lambda f: f.mask_first.map({True: "True", False: "False"}))
+    assert readings_fact(as_text)["max"] == 0.0  # bools read back from CSV as text still count
 
 
 def test_fit_answer_rule():
