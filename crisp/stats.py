@@ -151,8 +151,10 @@ def mcnemar_runs(preds_a: list[pd.DataFrame], preds_b: list[pd.DataFrame], seeds
         ``seed, n, acc_a, acc_b, b, c, p_value`` for each pair.
     pooled : dict
         ``n_runs, n, b, c, p_value``: b and c summed over runs and tested once. This pooled count
-        assumes every (sentence, seed) is independent, which it is not (the same sentences recur
-        across seeds), so its p-value is optimistic; read it beside the paired t-test over seeds.
+        treats every (sentence, seed) as independent: it ignores the seed-to-seed variance and that
+        the same sentences recur across seeds. It counts a different uncertainty than the paired
+        t-test over seeds (which holds the sentences fixed); the test that counts both is the
+        two-level bootstrap (:func:`crisp.report.bootstrap_table`).
     """
     if len(preds_a) != len(preds_b):
         raise ValueError(f"need one b run per a run; got {len(preds_a)} and {len(preds_b)}")
