@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
-from . import results, stats
+from . import bootstrap, results, single_run, stats
 from .configs import CONFIGS
 
 PLANNED_SEEDS = 5  # the experiment's design: at least this many seeds per configuration
@@ -225,6 +227,8 @@ def comparison(sel: Selection, split: str = "dev") -> pd.DataFrame:
 
 
 def detectable_difference(sel: Selection, split: str = "dev", power: float = 0.8) -> float:
+    # The seeds-only design number (paired t); the per-configuration one that counts sentences too is in
+    # :func:`bootstrap_table` (``mdd_zero``).
     """Smallest true paired difference detectable with ``power`` (paired t, Bonferroni over the comparisons).
 
     Uses the mean over comparisons of the seed-to-seed standard deviation of paired differences;
@@ -260,3 +264,162 @@ def progress(root=None) -> pd.DataFrame:
     out["seeds"] = [", ".join(str(s) for s in sorted(g["seed"])) for _, g in grouped]
     out["train_hours"] = out["train_hours"] / 3600
     return out[columns]
+
+
+# ---------------------------------------------------------------- sentences and seeds together
+
+BOOT_B, BOOT_SEED = 10000, 0  # replicates and RNG seed of the two-level bootstrap (recorded in every table)
+
+
+def claimed_gains() -> dict:
+    """The paper's Table 1 gain of each sparse configuration over its baseline (fractions: light 0.0073 ...)."""
+    t = paper_table(1)
+    return {r.config: float(r.vs_baseline) for r in t.itertuples() if r.config != "baseline"}
+
+
+def correctness(sel: Selection, split: str = "dev"):
+    """Per-sentence correctness of every run as one array.
+
+    Returns
+    -------
+    configs : list of str
+        In :data:`CONFIGS` order, baseline first.
+    seeds : list of int
+    correct : bool array (len(configs), len(seeds), N)
+        Sentences ordered by ``idx``; every run must cover the same ``idx`` with the same labels.
+    """
+    preds = sel.predictions(split)
+    configs = [c for c in CONFIGS if any(k[0] == c for k in preds)]
+    seeds = sel.seeds
+    missing = [(c, s) for c in configs for s in seeds if (c, s) not in preds]
+    if missing or not configs:
+        raise ValueError(f"no {split} predictions for runs {missing or 'of any configuration'}")
+    first = preds[(configs[0], seeds[0])].sort_values("idx")
+    out = np.empty((len(configs), len(seeds), len(first)), dtype=bool)
+    for i, c in enumerate(configs):
+        for j, s in enumerate(seeds):
+            p = preds[(c, s)].sort_values("idx")
+            if not (np.array_equal(p["idx"], first["idx"]) and np.array_equal(p["label"], first["label"])):
+                raise ValueError(f"{c} seed {s}: {split} predictions cover other sentences or labels than "
+                                 f"{configs[0]} seed {seeds[0]}")
+            out[i, j] = (p["pred"] == p["label"]).to_numpy()
+    return configs, seeds, out
+
+
+BOOTSTRAP_COLUMNS = ["split", "config", "n_seeds", "n_sentences", "claimed_gain", "mean_diff", "se", "ci_low",
+                     "ci_high", "se_seeds_only", "se_sentences_only", "se_anova", "p_zero", "p_zero_holm", "p_claim",
+                     "p_claim_holm", "mdd_zero", "mdd_claim", "B", "boot_seed"]
+
+
+def bootstrap_table(sel: Selection, split: str = "dev", B: int = BOOT_B, seed: int = BOOT_SEED,
+                    alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+    """Every sparse configuration minus baseline under the paired two-level bootstrap (:mod:`crisp.bootstrap`).
+
+    Columns :data:`BOOTSTRAP_COLUMNS`: the observed difference, its bootstrap standard error and 95%
+    percentile interval; the standard error with only seeds or only sentences resampled (same B and
+    seed) and from the crossed random-effects model (``se_anova``, :func:`crisp.bootstrap.crossed_se`, a
+    closed-form cross-check; NaN with one seed); ``p_zero`` (two-sided, H0: no difference) and ``p_claim`` (one-sided, H0: the difference is
+    at least the paper's claimed gain for that configuration), each Holm-adjusted over the
+    configurations; ``mdd_zero`` / ``mdd_claim``: the true difference from zero / shortfall from the
+    claim that the corresponding test detects with ``power`` at Holm's first step (alpha / k).
+    """
+    configs, seeds, correct = correctness(sel, split)
+    if configs[0] != "baseline":
+        raise ValueError("the bootstrap needs baseline runs")
+    boots = {lv: bootstrap.differences(bootstrap.two_level(correct, B=B, seed=seed, levels=lv))
+             for lv in bootstrap.LEVELS}
+    observed = correct.mean(axis=(1, 2))
+    claims, k = claimed_gains(), len(configs) - 1
+    rows = []
+    for i, config in enumerate(configs[1:], start=1):
+        d = boots["both"][:, i]
+        se = float(d.std(ddof=1))
+        lo, hi = bootstrap.percentile_ci(d)
+        rows.append(dict(split=split, config=config, n_seeds=len(seeds), n_sentences=correct.shape[2],
+                         claimed_gain=claims.get(config, np.nan), mean_diff=float(observed[i] - observed[0]),
+                         se=se, ci_low=lo, ci_high=hi, se_seeds_only=float(boots["seeds"][:, i].std(ddof=1)),
+                         se_sentences_only=float(boots["sentences"][:, i].std(ddof=1)),
+                         se_anova=bootstrap.crossed_se(correct[i].astype(float) - correct[0]) if len(seeds) > 1 else np.nan,
+                         p_zero=bootstrap.p_two_sided(d), p_claim=bootstrap.p_below(d, claims.get(config, np.nan)),
+                         mdd_zero=bootstrap.detectable(se, alpha, power, k, sided=2),
+                         mdd_claim=bootstrap.detectable(se, alpha, power, k, sided=1), B=B, boot_seed=seed))
+    out = pd.DataFrame(rows, columns=BOOTSTRAP_COLUMNS)
+    out["p_zero_holm"], out["p_claim_holm"] = stats.holm(out["p_zero"]), stats.holm(out["p_claim"])
+    return out
+
+
+# ---------------------------------------------------------------- what one run per configuration can show
+
+def _per_seed(sel: Selection, split: str) -> dict:
+    acc = accuracy_from_predictions(sel, split)
+    return {c: g.sort_values("seed")["accuracy"].to_numpy() for c, g in acc.groupby("config")}
+
+
+def single_run_pairs(sel: Selection, split: str = "dev") -> pd.DataFrame:
+    """One sparse run minus one baseline run, for every pairing of seeds: ``config, sparse_seed, baseline_seed, diff``."""
+    acc = accuracy_from_predictions(sel, split)
+    base = acc[acc.config == "baseline"]
+    pairs = acc[acc.config != "baseline"].merge(base, how="cross", suffixes=("", "_b"))
+    pairs = pairs.assign(diff=pairs["accuracy"] - pairs["accuracy_b"])
+    pairs = pairs.rename(columns={"seed": "sparse_seed", "seed_b": "baseline_seed"})
+    order = {c: i for i, c in enumerate(CONFIGS)}
+    pairs = pairs.sort_values(["config", "sparse_seed", "baseline_seed"], key=lambda s: s.map(order) if s.name == "config" else s)
+    return pairs[["config", "sparse_seed", "baseline_seed", "diff"]].reset_index(drop=True)
+
+
+def single_run_table(sel: Selection, split: str = "dev") -> pd.DataFrame:
+    """Per sparse configuration: how one run minus one baseline run is distributed, and how often it shows the claim.
+
+    Empirical columns over all pairings (``n_pairings, mean, min, max, frac_positive, frac_claim``) and
+    normal ones from the seed spread (:func:`crisp.single_run.normal_single_difference`:
+    ``normal_mean, normal_sd, normal_p_positive, normal_p_claim``).
+    """
+    per, claims, rows = _per_seed(sel, split), claimed_gains(), []
+    for config in [c for c in CONFIGS if c != "baseline" and c in per]:
+        d, claim = single_run.all_pairings(per[config], per["baseline"]), claims.get(config, np.nan)
+        enough = min(len(per[config]), len(per["baseline"])) >= 2  # a spread needs two runs of each
+        mu, sd = single_run.normal_single_difference(per[config], per["baseline"]) if enough else (np.nan, np.nan)
+        rows.append(dict(split=split, config=config, claimed_gain=claim, n_pairings=len(d), mean=float(d.mean()),
+                         min=float(d.min()), max=float(d.max()), frac_positive=float(np.mean(d > 0)),
+                         frac_claim=float(np.mean(d >= claim - 1e-12)), normal_mean=mu, normal_sd=sd,
+                         normal_p_positive=float(sps.norm.sf(0, mu, sd)),
+                         normal_p_claim=float(sps.norm.sf(claim, mu, sd))))
+    return pd.DataFrame(rows)
+
+
+def single_run_null(sel: Selection, split: str = "dev", k: int = 3) -> dict:
+    """With no true effect (baseline seeds only): P(k single "sparse" runs all beat one baseline run, the best by
+    at least the paper's largest claimed gain), counted over arrangements of our baseline seeds and from a normal
+    model with their spread; plus the paper's own Table 1 correlation of target sparsity and accuracy (n = 4)."""
+    base, margin = _per_seed(sel, split)["baseline"], max(claimed_gains().values())
+    hits, total = single_run.all_beat(base, k, margin)
+    sd = float(np.std(base, ddof=1))
+    paper = paper_table(1)
+    corr = stats.correlation(paper["sparsity_target"], paper["dev_accuracy"])
+    df = corr["n"] - 2
+    t_crit = float(sps.t.ppf(0.975, df))
+    return dict(split=split, k=k, margin=margin, n_baseline_runs=len(base), hits=hits, arrangements=total,
+                p_empirical=hits / total, baseline_sd=sd, p_normal=single_run.all_beat_normal(sd, k, margin),
+                p_any_order_zero_margin=1 / (k + 1), paper_n=corr["n"], paper_pearson_r=corr["pearson_r"],
+                paper_pearson_p=corr["pearson_p"], paper_r_needed=t_crit / float(np.sqrt(t_crit ** 2 + df)))
+
+
+def method_reading(sel: Selection) -> dict:
+    """The thresholding reading the sparse runs used (``paper_padding``, ``granularity`` from each run's
+    ``crisp_config`` in ``metrics.json``); runs that disagree are an error."""
+    seen = set()
+    for r in sel.metrics.itertuples():
+        if r.config == "baseline":
+            continue
+        cfg = results.read_json(Path(r.run_dir) / "metrics.json").get("crisp_config") or {}
+        seen.add((bool(cfg.get("paper_padding")), cfg.get("granularity")))
+    if len(seen) != 1:
+        raise ValueError(f"the sparse runs use {len(seen)} readings {sorted(seen, key=str)}; report one at a time")
+    paper_padding, granularity = seen.pop()
+    return dict(paper_padding=paper_padding, granularity=granularity)
+
+
+def points(x: float, lo: float | None = None, hi: float | None = None) -> str:
+    """A fraction as signed percentage points, with its interval when given: ``-0.73 [-2.06, +0.60]``."""
+    text = f"{100 * x:+.2f}"
+    return text if lo is None else f"{text} [{100 * lo:+.2f}, {100 * hi:+.2f}]"

@@ -60,7 +60,7 @@ def summarize(metrics: pd.DataFrame, value: str = "dev_accuracy", by="config",
     return pd.DataFrame(rows, columns=[*keys, "n", "mean", "std", "sem", "ci_low", "ci_high"])
 
 
-def paired_difference(a, b, confidence: float = 0.95, n_boot: int = 10000, seed: int = 0) -> dict:
+def paired_difference(a, b, confidence: float = 0.95) -> dict:
     """Paired comparison of per-seed accuracies ``a`` and ``b`` (same seed at the same position).
 
     Pairs where either value is missing are dropped.
@@ -69,11 +69,11 @@ def paired_difference(a, b, confidence: float = 0.95, n_boot: int = 10000, seed:
     -------
     dict
         ``n, mean_diff, std_diff, ci_low, ci_high`` (t interval of the mean of a - b),
-        ``p_ttest`` (scipy.stats.ttest_rel), ``boot_ci_low, boot_ci_high`` (percentile
-        bootstrap of the mean difference, ``n_boot`` resamples, RNG ``seed``) and
-        ``p_wilcoxon`` (signed-rank, only for n >= 6: below that its smallest two-sided p is
+        ``p_ttest`` (scipy.stats.ttest_rel) and ``p_wilcoxon`` (signed-rank, only for n >= 6: below that its smallest two-sided p is
         0.0625, so it could never reject at 0.05). ``p_ttest`` is NaN when all differences are
         equal: t is undefined there (scipy would report p = 0 from floating-point noise).
+        No bootstrap over the seed values: with 5 seeds it has 126 distinct resamples. The
+        bootstrap that also resamples sentences is :func:`crisp.bootstrap.two_level`.
     """
     a, b = _values(a), _values(b)
     if a.shape != b.shape:
@@ -82,7 +82,7 @@ def paired_difference(a, b, confidence: float = 0.95, n_boot: int = 10000, seed:
     a, b = a[keep], b[keep]
     d, n = a - b, len(a)
     out = dict(n=n, mean_diff=float(np.mean(d)) if n else NAN, std_diff=NAN, ci_low=NAN, ci_high=NAN,
-               p_ttest=NAN, boot_ci_low=NAN, boot_ci_high=NAN, p_wilcoxon=NAN)
+               p_ttest=NAN, p_wilcoxon=NAN)
     if n < 2:
         return out
     out["std_diff"] = float(np.std(d, ddof=1))
@@ -92,10 +92,6 @@ def paired_difference(a, b, confidence: float = 0.95, n_boot: int = 10000, seed:
         test = stats.ttest_rel(a, b)
         ci = test.confidence_interval(confidence_level=confidence)
         out.update(ci_low=float(ci.low), ci_high=float(ci.high), p_ttest=float(test.pvalue))
-    # Bootstrap the differences (equivalent to paired=True on (a, b), and cheaper).
-    boot = stats.bootstrap((d,), np.mean, n_resamples=n_boot, confidence_level=confidence,
-                           method="percentile", rng=np.random.default_rng(seed))
-    out.update(boot_ci_low=float(boot.confidence_interval.low), boot_ci_high=float(boot.confidence_interval.high))
     if n >= 6:
         out["p_wilcoxon"] = 1.0 if np.all(d == 0) else float(stats.wilcoxon(d).pvalue)
     return out
@@ -155,8 +151,10 @@ def mcnemar_runs(preds_a: list[pd.DataFrame], preds_b: list[pd.DataFrame], seeds
         ``seed, n, acc_a, acc_b, b, c, p_value`` for each pair.
     pooled : dict
         ``n_runs, n, b, c, p_value``: b and c summed over runs and tested once. This pooled count
-        assumes every (sentence, seed) is independent, which it is not (the same sentences recur
-        across seeds), so its p-value is optimistic; read it beside the paired t-test over seeds.
+        treats every (sentence, seed) as independent: it ignores the seed-to-seed variance and that
+        the same sentences recur across seeds. It counts a different uncertainty than the paired
+        t-test over seeds (which holds the sentences fixed); the test that counts both is the
+        two-level bootstrap (:func:`crisp.report.bootstrap_table`).
     """
     if len(preds_a) != len(preds_b):
         raise ValueError(f"need one b run per a run; got {len(preds_a)} and {len(preds_b)}")
@@ -247,7 +245,7 @@ def minimum_detectable_difference(std_diff: float, n: int, alpha: float = 0.05, 
 
 
 COMPARISON_COLUMNS = ["config", "n_pairs", "mean_diff", "ci_low", "ci_high", "p_ttest", "p_ttest_holm",
-                      "boot_ci_low", "boot_ci_high", "p_wilcoxon", "mcnemar_b", "mcnemar_c", "p_mcnemar",
+                      "p_wilcoxon", "mcnemar_b", "mcnemar_c", "p_mcnemar",
                       "p_mcnemar_holm"]
 
 
@@ -295,85 +293,48 @@ def compare_to_baseline(metrics: pd.DataFrame, preds_by_run: dict | None = None,
     return out
 
 
-def _pts(x: float, sign: bool = True) -> str:
-    return f"{x * 100:+.2f}" if sign else f"{x * 100:.2f}"
+PAIRED_TEST_COLUMNS = ["n", "mean_diff", "std_diff", "ci_low", "ci_high", "p_ttest", "p_holm"]
 
 
-def verdict(comparison: pd.DataFrame, summary: pd.DataFrame, mdd: float, alpha: float = 0.05, *,
-            model: str, protocol: str, n_seeds: int, baseline: str = "baseline",
-            claimed: float = 0.0097, planned_seeds: int | None = None) -> str:
-    """One-paragraph plain-English verdict built only from the numbers given.
+def paired_tests(frame: pd.DataFrame, value: str, keys=(), baseline: str = "baseline",
+                 confidence: float = 0.95) -> pd.DataFrame:
+    """Each configuration minus ``baseline`` in ``value``, paired by seed, within every group of ``keys``.
 
     Parameters
     ----------
-    comparison, summary : DataFrame
-        Outputs of :func:`compare_to_baseline` and :func:`summarize` (``by="config"``; only
-        the baseline's mean is used).
-    mdd, alpha : float
-        Minimum detectable difference (fraction, :func:`minimum_detectable_difference`) and the
-        family-wise level applied to the Holm-adjusted p-values.
-    model, protocol, n_seeds, baseline :
-        Named in the text.
-    claimed : float
-        The paper's claimed gain over the dense baseline (+0.97 points).
-    planned_seeds : int, optional
-        The design's seed count; with fewer, the text says the verdict is provisional.
+    frame : DataFrame
+        Columns ``config, seed, *keys, value``; at most one row per (config, seed, *keys).
+    value : str
+        The per-run measurement (e.g. a head's entropy, a run's final training loss).
+    keys : sequence of str
+        Grouping columns (e.g. ``("layer", "head")``); empty for one test per configuration.
+
+    Returns
+    -------
+    DataFrame
+        ``config, *keys`` and :data:`PAIRED_TEST_COLUMNS`: :func:`paired_difference` per group, and its
+        t-test p-value Holm-adjusted over the groups of each configuration (``p_holm``; across
+        configurations when ``keys`` is empty).
     """
-    k = len(comparison)
-    base = summary.loc[summary["config"] == baseline, "mean"]
-    text = [f"On {model} ({protocol}) with {n_seeds} seed{'s' if n_seeds != 1 else ''} per configuration, "
-            f"{k} sparse configuration"
-            f"{'s were' if k != 1 else ' was'} compared with the dense baseline"
-            + (f" (mean accuracy {_pts(base.iloc[0], False)}%)." if len(base) else ".")]
-    if planned_seeds is not None and n_seeds < planned_seeds:
-        text.append(f"The grid is unfinished ({n_seeds} of the {planned_seeds} planned seeds), so this verdict "
-                    "is provisional.")
-    if k == 0:
-        return " ".join(text)
-    rows = list(comparison.itertuples())
-    with_ci = [r for r in rows if not (math.isnan(r.ci_low) or math.isnan(r.ci_high))]
-    ci = {r.config: f"{_pts(r.mean_diff)} points, 95% CI [{_pts(r.ci_low)}, {_pts(r.ci_high)}]" for r in with_ci}
-    ci.update({r.config: f"{_pts(r.mean_diff)} points (no CI from {r.n_pairs} paired seed"
-                         f"{'s' if r.n_pairs != 1 else ''})" for r in rows if r not in with_ci})
-    sig = [r for r in rows if r.p_ttest_holm < alpha]  # NaN compares False: never counted as a finding
-    if comparison["p_ttest_holm"].isna().all():
-        text.append(f"With {n_seeds} seed{'s' if n_seeds != 1 else ''} per configuration no paired t-test over "
-                    "seeds is possible (it needs at least two).")
-    elif sig:
-        text.append(f"After Holm correction, the paired t-test is statistically significant at {alpha:g} for "
-                    + "; ".join(f"{r.config} ({ci[r.config]}, Holm p = {r.p_ttest_holm:.3g})" for r in sig)
-                    + ("; no other configuration differs at that level." if len(sig) < k else "."))
-    else:
-        tested = comparison["p_ttest_holm"].dropna()
-        smallest = (f" (smallest Holm-adjusted p = {tested.min():.3g}, for "
-                    f"{comparison.loc[tested.idxmin(), 'config']})") if len(tested) else ""
-        text.append(f"After Holm correction, no configuration differs from the baseline at level {alpha:g}"
-                    f"{smallest}.")
-    top = comparison.loc[comparison["mean_diff"].abs().idxmax(), "config"]
-    text.append(f"The largest observed difference is {top}: {ci[top]}.")
-    if comparison["p_mcnemar_holm"].notna().any():
-        hits = ", ".join(str(r.config) for r in rows if r.p_mcnemar_holm < alpha) or "no configuration"
-        text.append("Pooled per-sentence McNemar tests (optimistic: they treat seeds as independent) "
-                    f"flag {hits} after Holm correction.")
-    inside = [str(r.config) for r in with_ci if r.ci_low <= claimed <= r.ci_high]
-    outside = [str(r.config) for r in with_ci if str(r.config) not in inside]
-    claim = f"The paper's claimed gain of {_pts(claimed)} points lies "
-    if not with_ci:
-        text.append(f"There is no confidence interval yet to hold the paper's claimed gain of {_pts(claimed)} points against.")
-    elif not inside:
-        text.append(claim + "outside our 95% CI for " + ("every configuration." if len(with_ci) == k else
-                                                            ", ".join(outside) + "."))
-    else:
-        text.append(claim + f"inside our 95% CI for {', '.join(inside)}"
-                    + (f" and outside it for {', '.join(outside)}." if outside else "."))
-    if not math.isnan(mdd):
-        detect = (f"True differences smaller than about {_pts(mdd, False)} points could not be reliably "
-                  f"detected with {n_seeds} seeds")
-        if abs(claimed) >= mdd:
-            text.append(detect + ".")
-        elif inside or not with_ci:
-            text.append(detect + ", so a gain as small as the paper's claim could have gone undetected.")
-        else:  # the claim is below the detection limit, but every interval already excludes it
-            text.append(detect + " (as differences from zero); the paper's claim is smaller than that, yet the "
-                        "intervals above exclude it.")
-    return " ".join(text)
+    keys = list(keys)
+    if frame.duplicated(["config", "seed", *keys]).any():
+        raise ValueError(f"two rows share a (config, seed{''.join(', ' + k for k in keys)}); pairing is ambiguous")
+    if baseline not in set(frame["config"]):
+        raise ValueError(f"no rows of the baseline config {baseline!r}")
+    base = frame[frame["config"] == baseline].set_index([*keys, "seed"])[value]
+    rows = []
+    for config in [c for c in pd.unique(frame["config"]) if c != baseline]:
+        mine = frame[frame["config"] == config].set_index([*keys, "seed"])[value]
+        both = pd.concat({"a": mine, "b": base}, axis=1, join="inner")
+        groups = both.groupby(level=keys, sort=True) if keys else [((), both)]
+        for key, g in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            res = paired_difference(g["a"].to_numpy(), g["b"].to_numpy(), confidence=confidence)
+            rows.append(dict(config=config, **dict(zip(keys, key)), **res))
+    out = pd.DataFrame(rows, columns=["config", *keys, "n", "mean_diff", "std_diff", "ci_low", "ci_high", "p_ttest",
+                                      "p_wilcoxon"]).drop(columns="p_wilcoxon")
+    out["p_holm"] = np.nan
+    by = out.groupby("config", sort=False).groups.values() if keys else [out.index]
+    for index in by:
+        out.loc[index, "p_holm"] = holm(out.loc[index, "p_ttest"])
+    return out

@@ -9,8 +9,18 @@ and writes one folder per model and protocol::
         comparison_dev.csv   each sparse configuration minus baseline: paired over seeds, McNemar, Holm
         comparison_test.csv  the same on the held-out test split (when the runs have test predictions)
         correlation.csv      realized dev sparsity vs dev accuracy over all runs: Pearson (CI) and Spearman
+        bootstrap.csv        each sparse configuration minus baseline per split: paired two-level bootstrap
+                             (seeds and sentences) CI, p against zero and against its own claimed gain (Holm),
+                             detectable differences (crisp.report.bootstrap_table)
+        single_run.csv       one sparse run minus one baseline run: over all seed pairings and from a normal model
+        single_run_pairs.csv every such pairing (dev)
+        entropy_heads.csv    per head, paired differences from baseline in attention entropy (crisp.mechanism)
+        dynamics.csv         paired differences in final training loss/accuracy, dev loss/accuracy, train-dev gap,
+                             and the answer "regularization or underfitting?" per configuration
+        layer_shape.csv      per configuration and layer: final target ratio and realized dev sparsity
         verdict.md           the one-paragraph verdict generated from these numbers
-        summary.json         label, seeds, detectable differences, commit, versions; written last
+        summary.json         label, seeds, detectable differences, single-run probabilities with no true
+                             effect, the method reading, bootstrap B and seed, commit, versions; written last
 
 The folder is replaced as a whole (written beside it, then renamed), so readers never see half of
 one. The book reads these files, and :func:`check` recomputes every one of them from the
@@ -30,9 +40,11 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from . import report, results, stats
+from . import mechanism, report, results, stats
+from . import verdict as verdict_text
 
-TABLES = ("runs", "main_table", "comparison_dev", "comparison_test", "correlation")
+TABLES = ("runs", "main_table", "comparison_dev", "comparison_test", "correlation", "bootstrap", "single_run",
+          "single_run_pairs", "entropy_heads", "dynamics", "layer_shape")
 
 
 class StaleSummaryError(ValueError):
@@ -60,25 +72,51 @@ def compute(sel: report.Selection) -> dict:
     corr = stats.correlation(runs["realized_sparsity_dev"], runs["dev_accuracy"])
     comparisons = {split: report.comparison(sel, split) for split in splits}
     mdd = {split: report.detectable_difference(sel, split) for split in splits}
-    summary_dev = stats.summarize(acc["dev"], value="accuracy", by="config")
-    verdict = stats.verdict(comparisons["dev"], summary_dev, mdd["dev"], model=sel.model, protocol=sel.protocol,
-                            n_seeds=sel.n_seeds, planned_seeds=report.PLANNED_SEEDS if sel.is_experiment else None)
+    boot = pd.concat([report.bootstrap_table(sel, split) for split in splits], ignore_index=True)
+    single = pd.concat([report.single_run_table(sel, split) for split in splits], ignore_index=True)
+    base_runs = int((sel.metrics["config"] == "baseline").sum())
+    null = report.single_run_null(sel, "dev") if base_runs >= 4 else {}  # needs 1 baseline + 3 "sparse" runs
+    dynamics = mechanism.dynamics_differences(sel)
+    fit = dict(zip(dynamics["config"], dynamics["answer"]))
+    reading = report.method_reading(sel)
+    readings = readings_table(sel)
+    verdict = verdict_text.verdict(boot, null, fit, model=sel.model, protocol=sel.protocol, seeds=sel.seeds,
+                                   reading=verdict_text.reading_text(reading), experiment=sel.is_experiment,
+                                   planned_seeds=report.PLANNED_SEEDS if sel.is_experiment else None,
+                                   readings=readings)
+    shape = mechanism.layer_shape(sel)
     out = {
         "runs": runs,
         "main_table": report.main_table(sel),
         "comparison_dev": comparisons["dev"],
         "comparison_test": comparisons.get("test", pd.DataFrame(columns=stats.COMPARISON_COLUMNS)),
         "correlation": pd.DataFrame([corr]),
+        "bootstrap": boot,
+        "single_run": single,
+        "single_run_pairs": report.single_run_pairs(sel, "dev"),
+        "entropy_heads": mechanism.entropy_differences(sel),
+        "dynamics": dynamics,
+        "layer_shape": shape,
         "verdict": verdict,
         "facts": {
             "model": sel.model, "protocol": sel.protocol, "label": sel.label, "n_seeds": sel.n_seeds,
             "seeds": sel.seeds, "n_runs": len(sel.metrics), "is_experiment": sel.is_experiment,
             "is_complete": sel.is_complete, "planned_seeds": report.PLANNED_SEEDS, "step_batch": sel.step_batch,
             "splits": splits, "detectable_difference": mdd,
+            "bootstrap": {"B": report.BOOT_B, "seed": report.BOOT_SEED, "levels": "seeds and sentences, crossed"},
+            "single_run_null": null, "method_reading": {**reading, "text": verdict_text.reading_text(reading)},
+            "readings_used": readings is not None,
+            "layer_shape": mechanism.describe_layers(shape),
             "pending_runs": [f"{r.config} seed {r.seed}" for r in sel.pending.itertuples()],
         },
     }
     return out
+
+
+def readings_table(sel: report.Selection) -> pd.DataFrame | None:
+    """The padding study's ``padding/<model>/readings.csv`` beside the runs root, if it exists."""
+    path = Path(sel.root).parent / "padding" / sel.model / "readings.csv"
+    return pd.read_csv(path) if path.is_file() else None
 
 
 def _has_test(sel: report.Selection) -> bool:
@@ -158,7 +196,7 @@ def check(sel: report.Selection, root=None) -> dict:
                                     f"(re-run `crisp summary`): {str(err).splitlines()[0]}") from None
     if stored["verdict"] != fresh["verdict"]:
         raise StaleSummaryError(f"{where / 'verdict.md'} does not match the runs it summarises (re-run `crisp summary`)")
-    for key in ("label", "seeds", "n_runs", "pending_runs"):
+    for key in ("label", "seeds", "n_runs", "pending_runs", "single_run_null", "method_reading", "readings_used"):
         if stored["facts"].get(key) != fresh["facts"][key]:
             raise StaleSummaryError(f"{where / 'summary.json'}: {key} is {stored['facts'].get(key)!r}, the runs give "
                                     f"{fresh['facts'][key]!r} (re-run `crisp summary`)")

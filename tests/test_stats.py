@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from crisp import bootstrap, single_run
 from crisp.stats import (COMPARISON_COLUMNS, compare_to_baseline, correlation, holm, mcnemar, mcnemar_runs,
-                         minimum_detectable_difference, paired_difference, summarize, verdict)
+                         minimum_detectable_difference, paired_difference, paired_tests, summarize)
 
 T_975_DF2 = 4.302652729911275  # t quantile 0.975 with 2 degrees of freedom (tables: 4.303)
 T_975_DF4 = 2.7764451051977987  # ... with 4 degrees of freedom (tables: 2.776)
@@ -44,7 +45,7 @@ def test_summarize_equal_values_give_zero_width_ci():
 def test_paired_difference_known_example():
     b = np.array([0.90, 0.91, 0.89, 0.92, 0.90])
     d = np.array([0.01, 0.02, 0.03, 0.04, 0.00])  # mean 0.02, sd sqrt(2.5e-4)
-    res = paired_difference(b + d, b, n_boot=2000)
+    res = paired_difference(b + d, b)
     assert res["n"] == 5
     assert res["mean_diff"] == pytest.approx(0.02)
     assert res["std_diff"] == pytest.approx(math.sqrt(2.5e-4))
@@ -52,27 +53,25 @@ def test_paired_difference_known_example():
     assert (res["ci_low"], res["ci_high"]) == pytest.approx((0.02 - half, 0.02 + half))
     assert res["ci_low"] < 0.02 < res["ci_high"]
     assert res["p_ttest"] == pytest.approx(stats.ttest_rel(b + d, b).pvalue)
-    assert res["boot_ci_low"] < 0.02 < res["boot_ci_high"]
-    assert 0.0 <= res["boot_ci_low"] and res["boot_ci_high"] <= 0.04  # a mean can't leave the data range
+    assert "boot_ci_low" not in res  # no percentile bootstrap over a handful of seed values
     assert math.isnan(res["p_wilcoxon"])  # n < 6
 
 
-def test_paired_difference_wilcoxon_bootstrap_seed_and_missing():
+def test_paired_difference_wilcoxon_and_missing():
     rng = np.random.default_rng(1)
     b = rng.normal(0.9, 0.01, 8)
     a = b + rng.normal(0.01, 0.005, 8)
-    res = paired_difference(a, b, n_boot=2000, seed=3)
+    res = paired_difference(a, b)
     assert res["p_wilcoxon"] == pytest.approx(stats.wilcoxon(a - b).pvalue)
-    assert res == paired_difference(a, b, n_boot=2000, seed=3)  # the bootstrap is reproducible
     a_missing = np.append(a, np.nan)
-    assert paired_difference(a_missing, np.append(b, 0.5), n_boot=2000, seed=3) == res  # NaN pair dropped
+    assert paired_difference(a_missing, np.append(b, 0.5)) == res  # NaN pair dropped
     with pytest.raises(ValueError):
         paired_difference(a, b[:-1])
 
 
 def test_paired_difference_constant_difference_has_no_t_p_value():
     b = np.array([0.90, 0.91, 0.89])
-    res = paired_difference(b + 0.01, b, n_boot=500)
+    res = paired_difference(b + 0.01, b)
     assert math.isnan(res["p_ttest"])
     assert res["ci_low"] == pytest.approx(0.01) and res["ci_high"] == pytest.approx(0.01)
 
@@ -266,66 +265,238 @@ def test_compare_to_baseline_pairs_by_seed_and_validates():
                             value="test_accuracy")
 
 
+# ---------------------------------------------------------------- paired_tests (Figures 3 and 4)
+
+def test_paired_tests_per_group_with_holm_within_each_config():
+    frame = pd.DataFrame({
+        "config": ["baseline"] * 6 + ["x"] * 6 + ["y"] * 6, "seed": [0, 1, 2] * 6, "layer": ([0] * 3 + [1] * 3) * 3,
+        "v": [1, 2, 3, 1, 2, 3,   2, 3, 4, 1, 2, 3.5,   1.1, 2.3, 3.2, 5, 6, 7.1]})
+    out = paired_tests(frame, "v", keys=["layer"]).set_index(["config", "layer"])
+    assert out.loc[("x", 0), "mean_diff"] == pytest.approx(1.0) and math.isnan(out.loc[("x", 0), "p_ttest"])
+    assert out.loc[("x", 1), "mean_diff"] == pytest.approx(0.5 / 3)
+    assert out.loc[("x", 1), "p_ttest"] == pytest.approx(stats.ttest_rel([1, 2, 3.5], [1, 2, 3]).pvalue)
+    assert out.loc[("x", 1), "p_holm"] == pytest.approx(out.loc[("x", 1), "p_ttest"])  # the only testable group
+    py = [stats.ttest_rel([1.1, 2.3, 3.2], [1, 2, 3]).pvalue, stats.ttest_rel([5, 6, 7.1], [1, 2, 3]).pvalue]
+    assert out.loc["y", "p_holm"].tolist() == pytest.approx(holm(py))  # Holm over the two layers of y only
+    one = paired_tests(frame[frame.layer == 1], "v")  # no keys: one row per config, Holm across configs
+    assert one["config"].tolist() == ["x", "y"] and one["p_holm"].tolist() == pytest.approx(holm(one["p_ttest"]))
+    with pytest.raises(ValueError, match="ambiguous"):
+        paired_tests(pd.concat([frame, frame.iloc[[0]]]), "v", keys=["layer"])
+    with pytest.raises(ValueError, match="baseline"):
+        paired_tests(frame[frame.config != "baseline"], "v", keys=["layer"])
+
+
+# ---------------------------------------------------------------- the two-level bootstrap
+
+def test_two_level_bootstrap_seed_level_known_variance():
+    # two seeds, one always right and one always wrong: a replicate's mean is 0, 1/2 or 1 with
+    # probabilities 1/4, 1/2, 1/4 (variance 1/8), whatever the sentence draw
+    correct = np.stack([np.zeros(40), np.ones(40)])[None]  # (1 config, 2 seeds, 40 sentences)
+    reps = bootstrap.two_level(correct, B=20000, seed=1)[:, 0]
+    assert set(np.unique(reps)) == {0.0, 0.5, 1.0}
+    assert reps.var() == pytest.approx(1 / 8, rel=0.03)
+    assert np.all(bootstrap.two_level(correct, B=50, levels="sentences") == 0.5)  # seeds fixed
+
+
+def test_two_level_bootstrap_sentence_level_is_binomial():
+    correct = (np.arange(100) < 30)[None, None]  # one run, 30 of 100 right
+    reps = bootstrap.two_level(correct, B=20000, seed=2)[:, 0]
+    assert reps.mean() == pytest.approx(0.3, abs=0.002)
+    assert reps.std() == pytest.approx(math.sqrt(0.3 * 0.7 / 100), rel=0.03)
+    assert np.all(bootstrap.two_level(correct, B=50, levels="seeds") == 0.3)  # sentences fixed
+
+
+def test_two_level_bootstrap_additive_design_adds_the_two_variances():
+    # x[s, n] = u_s + v_n: the replicate mean is mean(u*) + mean(v*), drawn independently, so its variance
+    # is var0(u) / S + var0(v) / N (population variances), the sum of the two one-level bootstraps
+    u, v = np.array([0.0, 0.3, 0.6, 0.9]), np.linspace(0, 1, 50)
+    x = (u[:, None] + v[None, :])[None]
+    reps = bootstrap.two_level(x, B=40000, seed=3)[:, 0]
+    assert reps.var() == pytest.approx(u.var() / 4 + v.var() / 50, rel=0.03)
+    seeds_only = bootstrap.two_level(x, B=40000, seed=3, levels="seeds")[:, 0]
+    assert seeds_only.var() == pytest.approx(u.var() / 4, rel=0.03)
+
+
+def test_two_level_bootstrap_is_paired_reproducible_and_validated():
+    rng = np.random.default_rng(0)
+    base = rng.random((5, 200)) < 0.9
+    correct = np.stack([base, base, ~base])  # config 1 is the baseline again, config 2 its mirror image
+    reps = bootstrap.two_level(correct, B=300, seed=7, chunk=64)
+    diff = bootstrap.differences(reps)
+    assert np.all(diff[:, 0] == 0) and np.all(np.abs(diff[:, 1]) < 1e-12)  # the same draws for every config
+    assert np.allclose(reps[:, 2], 1 - reps[:, 0])
+    assert np.array_equal(reps, bootstrap.two_level(correct, B=300, seed=7, chunk=64))
+    assert not np.array_equal(reps, bootstrap.two_level(correct, B=300, seed=8, chunk=64))
+    with pytest.raises(ValueError, match="configs, seeds, sentences"):
+        bootstrap.two_level(base)
+    with pytest.raises(ValueError, match="levels"):
+        bootstrap.two_level(correct, levels="runs")
+
+
+def test_bootstrap_p_values_and_interval_known_answers():
+    draws = np.arange(1, 100) / 100  # 0.01 ... 0.99
+    assert bootstrap.p_below(draws, 0.5) == pytest.approx(51 / 100)  # 50 draws >= 0.5
+    assert bootstrap.p_below(draws, 2.0) == pytest.approx(1 / 100)  # none: the smallest possible p
+    assert bootstrap.p_two_sided(draws - 0.5) == pytest.approx(1.0)  # symmetric about 0
+    assert bootstrap.p_two_sided(draws) == pytest.approx(2 / 100)  # all above 0
+    assert bootstrap.p_two_sided(draws, 0.25) == pytest.approx(2 * 26 / 100)  # 25 draws <= 0.25
+    assert bootstrap.percentile_ci(np.arange(101), 0.9) == pytest.approx((5.0, 95.0))
+
+
+def test_detectable_difference_known_answers_and_power():
+    assert bootstrap.detectable(1.0) == pytest.approx(1.959964 + 0.841621, abs=1e-5)
+    assert bootstrap.detectable(0.5, comparisons=3) == pytest.approx(0.5 * (2.393980 + 0.841621), abs=1e-5)
+    assert bootstrap.detectable(1.0, sided=1, comparisons=3) == pytest.approx(2.128045 + 0.841621, abs=1e-5)
+    # at that true difference a z-test at level alpha / k rejects with probability `power`
+    d = bootstrap.detectable(0.004, alpha=0.05, power=0.9, comparisons=3)
+    assert stats.norm.sf(stats.norm.ppf(1 - 0.05 / 6) - d / 0.004) == pytest.approx(0.9, abs=1e-9)
+    assert bootstrap.detectable(0.0) == 0.0
+    with pytest.raises(ValueError):
+        bootstrap.detectable(-1.0)
+    with pytest.raises(ValueError):
+        bootstrap.detectable(1.0, sided=3)
+
+
+# ---------------------------------------------------------------- what a single run can show
+
+def test_single_run_pairings_and_normal_model():
+    assert sorted(single_run.all_pairings([1.0, 2.0], [0.0, 1.0, 3.0])) == [-2.0, -1.0, 0.0, 1.0, 1.0, 2.0]
+    mu, sd = single_run.normal_single_difference([1.0, 3.0], [0.0, 2.0, 4.0])  # var 2 and 4
+    assert (mu, sd) == pytest.approx((0.0, math.sqrt(6.0)))
+    with pytest.raises(ValueError):
+        single_run.normal_single_difference([1.0], [0.0, 1.0])
+
+
+def test_all_beat_counts_arrangements_by_hand():
+    # runs 0..4: baseline 0 is beaten by each of the 4 triples of {1,2,3,4}; baseline 1 only by {2,3,4}
+    assert single_run.all_beat([0, 1, 2, 3, 4], k=3) == (5, 20)
+    # best at least 3.5 above: only baseline 0 with a triple holding 4 (3 of them)
+    assert single_run.all_beat([4, 3, 2, 1, 0], k=3, margin=3.5) == (3, 20)
+    assert single_run.all_beat([0, 0, 0, 0], k=3) == (0, 4)  # ties do not beat
+    with pytest.raises(ValueError):
+        single_run.all_beat([0, 1, 2], k=3)
+
+
+def test_all_beat_normal_known_answers():
+    assert single_run.all_beat_normal(1.0, k=3) == pytest.approx(0.25, abs=1e-9)  # baseline lowest of 4
+    assert single_run.all_beat_normal(0.3, k=1) == pytest.approx(0.5, abs=1e-9)
+    assert single_run.all_beat_normal(1.0, k=3, margin=20.0) < 1e-12
+    assert single_run.all_beat_normal(2.0, 3, 1.4) == pytest.approx(single_run.all_beat_normal(1.0, 3, 0.7))
+    x = np.random.default_rng(0).normal(size=(400000, 4))
+    sim = np.mean((x[:, 1:] > x[:, [0]]).all(1) & (x[:, 1:].max(1) - x[:, 0] >= 0.7))
+    assert single_run.all_beat_normal(1.0, k=3, margin=0.7) == pytest.approx(sim, abs=0.003)
+
+
 # ---------------------------------------------------------------- verdict
 
-def test_verdict_null_only_claims_nothing():
-    metrics, preds = _synthetic()
-    metrics = metrics[metrics.config != "big"]
-    comparison = compare_to_baseline(metrics, preds)
-    text = verdict(comparison, summarize(metrics), 0.012, model="toy-bert", protocol="full", n_seeds=8)
-    assert "toy-bert" in text and "full" in text and "8 seeds" in text
-    assert "significant" not in text.lower()
-    assert "no configuration differs" in text and "1.20 points" in text
+from crisp import mechanism  # noqa: E402
+from crisp.verdict import reading_text, readings_fact, verdict  # noqa: E402
 
 
-def test_verdict_reports_the_injected_effect():
-    metrics, preds = _synthetic()
-    comparison = compare_to_baseline(metrics, preds)
-    text = verdict(comparison, summarize(metrics), 0.005, model="toy-bert", protocol="full", n_seeds=8)
-    assert "significant" in text and "big (+2.92 points" in text
-    assert "null_a" not in text.split("significant")[1].split(";")[0]
+def _boot(split, p_zero_holm=(0.6, 0.6, 0.6), p_claim_holm=(0.01, 0.003, 0.2)):
+    rows = []
+    for (config, claim, diff), pz, pc in zip([("uniform_sparse", 0.0061, -0.0062), ("light_sparse", 0.0073, -0.0053),
+                                              ("aggressive_sparse", 0.0097, -0.0073)], p_zero_holm, p_claim_holm):
+        rows.append(dict(split=split, config=config, n_sentences=872 if split == "dev" else 1821, claimed_gain=claim,
+                         mean_diff=diff, ci_low=diff - 0.01, ci_high=diff + 0.01, p_zero_holm=pz, p_claim_holm=pc,
+                         mdd_zero=0.013 if config == "light_sparse" else 0.02, B=10000))
+    return pd.DataFrame(rows)
 
 
-def test_verdict_numbers_and_claim_from_a_hand_made_table():
-    comparison = pd.DataFrame([
-        dict(config="k50", mean_diff=0.005, ci_low=-0.001, ci_high=0.011, p_ttest=0.08, p_ttest_holm=0.16),
-        dict(config="k90", mean_diff=-0.002, ci_low=-0.004, ci_high=0.0, p_ttest=0.06, p_ttest_holm=0.16),
-    ]).assign(p_mcnemar_holm=np.nan)
-    summary = pd.DataFrame({"config": ["baseline"], "mean": [0.90625]})
-    text = verdict(comparison, summary, 0.02, model="m", protocol="p", n_seeds=5)
-    assert "(mean accuracy 90.62%)" in text or "(mean accuracy 90.63%)" in text
-    assert "k50: +0.50 points, 95% CI [-0.10, +1.10]" in text
-    assert "inside our 95% CI for k50 and outside it for k90" in text
-    assert "smallest Holm-adjusted p = 0.16" in text
-    assert "as small as the paper's claim could have gone undetected" in text  # 0.97 < mdd of 2.00 points
-    assert "significant" not in text.lower()
+NULL = dict(n_baseline_runs=5, split="dev", margin=0.0097, hits=4, arrangements=20, p_empirical=0.2, baseline_sd=0.0061,
+            p_normal=0.1686, paper_pearson_r=0.92, paper_n=4, paper_pearson_p=0.0803)
+READING = reading_text({"paper_padding": False, "granularity": "row"})
 
 
-def test_verdict_power_sentence_does_not_contradict_intervals_that_exclude_the_claim():
-    comparison = pd.DataFrame([
-        dict(config="k80", mean_diff=-0.007, ci_low=-0.012, ci_high=-0.002, p_ttest=0.015, p_ttest_holm=0.04,
-             p_mcnemar_holm=np.nan),
-    ])
-    summary = pd.DataFrame({"config": ["baseline"], "mean": [0.89]})
-    text = verdict(comparison, summary, 0.011, model="m", protocol="p", n_seeds=5)
-    assert "outside our 95% CI for every configuration" in text
-    assert "could have gone undetected" not in text
-    assert "smaller than that, yet the intervals above exclude it" in text
-    text = verdict(comparison, summary, 0.005, model="m", protocol="p", n_seeds=5)  # claim above the limit
-    assert "detected with 5 seeds." in text and "yet the intervals" not in text
+def test_verdict_scopes_every_split_and_tests_each_claim():
+    boot = pd.concat([_boot("dev"), _boot("test", p_zero_holm=(0.01, 0.9, 0.9), p_claim_holm=(0.3, 0.4, 0.5))])
+    text = verdict(boot, NULL, {"uniform_sparse": "underfitting", "light_sparse": "underfitting",
+                                "aggressive_sparse": "regularization"},
+                   model="minilm", protocol="full", seeds=[0, 1, 2, 3, 4], reading=READING)
+    assert text.startswith("Scope: minilm, protocol full, 5 seeds per configuration.")
+    assert "dynamic padding" in text and "top-k per query row" in text
+    assert "On the SST-2 dev split (872 sentences; minilm, protocol full, 5 seeds" in text
+    assert "On the held-out SST-2 test split (1821 sentences" in text
+    assert "light_sparse -0.53 points [-1.53, +0.47]" in text
+    assert "no configuration differs from the baseline on dev (smallest Holm p = 0.600)" in text
+    assert "uniform_sparse differs (Holm p = 0.010); the others do not." in text  # on test
+    assert ("rejected on dev for uniform_sparse (+0.61, Holm p = 0.010) and light_sparse (+0.73, Holm p = 0.003); "
+            "it is not rejected for aggressive_sparse (+0.97, Holm p = 0.200)") in text
+    assert "rejected for no configuration on test" in text
+    assert "differences from zero of 1.30 to 2.00 points on dev" in text
+    assert "in 4 of 20 arrangements (20%), and with probability 17%" in text and "p = 0.080" in text
+    assert "underfitting for uniform_sparse and light_sparse; regularization for aggressive_sparse" in text
+    assert "provisional" not in text and "smoke" not in text and "mask-first" not in text and "nan" not in text
 
 
-def test_verdict_with_one_seed_makes_no_interval_claims_and_says_provisional():
-    comparison = pd.DataFrame([
-        dict(config="k80", n_pairs=1, mean_diff=-0.018, ci_low=np.nan, ci_high=np.nan, p_ttest=np.nan,
-             p_ttest_holm=np.nan, p_mcnemar_holm=0.46),
-    ])
-    summary = pd.DataFrame({"config": ["baseline"], "mean": [0.9]})
-    text = verdict(comparison, summary, np.nan, model="m", protocol="full", n_seeds=1, planned_seeds=5)
-    assert "1 of the 5 planned seeds" in text and "provisional" in text
-    assert "k80: -1.80 points (no CI from 1 paired seed)" in text
-    assert "no paired t-test over seeds is possible" in text
-    assert "no confidence interval yet" in text and "outside" not in text and "nan" not in text.lower()
-    complete = verdict(comparison.assign(ci_low=-0.03, ci_high=-0.006, n_pairs=5), summary, np.nan, model="m",
-                       protocol="full", n_seeds=5, planned_seeds=5)
-    assert "provisional" not in complete and "outside our 95% CI for every configuration" in complete
+def test_verdict_smoke_provisional_and_without_single_run_facts():
+    text = verdict(_boot("dev"), {}, {}, model="m", protocol="small", seeds=[0, 1], reading=READING,
+                   experiment=False, planned_seeds=5)
+    assert "smoke runs" in text and "2 of the 5 planned seeds" in text and "provisional" in text
+    assert "arrangements" not in text and "underfitting" not in text
+
+
+def _readings(realized):
+    rows = []
+    for reading, padding, mask_first in [("dynamic-row", "dynamic", False), ("pad512-raw-row", "pad512", False),
+                                         ("pad512-maskfirst-finfo-row", "pad512", True),
+                                         ("pad512-maskfirst-inf-head", "pad512", True)]:
+        for sparsity in (0.6, 0.8):
+            for layer in (0, 1):
+                z = realized if mask_first else sparsity - 0.05
+                rows.append(dict(reading=reading, padding=padding, mask_first=mask_first, mask_value="finfo.min",
+                                 granularity=reading.rsplit("-", 1)[1], split="dev", sparsity=sparsity, layer=layer,
+                                 realized_sparsity=z, real_pairs=1000, sentences=872))
+    return pd.DataFrame(rows)
+
+
+def test_verdict_states_what_the_mask_first_reading_implies():
+    fact = readings_fact(_readings(0.0))
+    assert fact["max"] == 0.0 and fact["targets"] == [0.6, 0.8] and set(fact["max_by_reading"]) == {
+        "pad512-maskfirst-finfo-row", "pad512-maskfirst-inf-head"}
+    text = verdict(_boot("dev"), NULL, {}, model="minilm", protocol="full", seeds=[0, 1, 2, 3, 4], reading=READING,
+                   readings=_readings(0.0))
+    assert "Under the mask-first pad-to-512 reading" in text and "no real key is pruned" in text
+    assert "at targets 60% and 80%" in text and "its dense model" in text
+    pruned = verdict(_boot("dev"), NULL, {}, model="minilm", protocol="full", seeds=[0], reading=READING,
+                     readings=_readings(0.3))
+    assert "reaches 30.0%" in pruned and "does prune real keys" in pruned and "no real key" not in pruned
+    with pytest.raises(ValueError, match="mask-first"):
+        readings_fact(_readings(0.0).query("not mask_first"))
+    with pytest.raises(ValueError, match="mask-first"):
+        readings_fact(_readings(np.nan))
+    mixed = _readings(0.0)
+    mixed.loc[mixed.reading == "pad512-maskfirst-inf-head", "realized_sparsity"] = np.nan  # e.g. quantile of -inf
+    assert set(readings_fact(mixed)["max_by_reading"]) == {"pad512-maskfirst-finfo-row"}
+    as_text = _readings(0.0).assign(mask_first=lambda f: f.mask_first.map({True: "True", False: "False"}))
+    assert readings_fact(as_text)["max"] == 0.0  # bools read back from CSV as text still count
+
+
+def test_fit_answer_rule():
+    def rows(train_loss, dev_loss, dev_acc=(-0.01, 0.01)):
+        return pd.DataFrame([dict(measure="train_loss", ci_low=train_loss[0], ci_high=train_loss[1]),
+                             dict(measure="train_accuracy", ci_low=-0.01, ci_high=0.01),
+                             dict(measure="dev_loss", ci_low=dev_loss[0], ci_high=dev_loss[1]),
+                             dict(measure="dev_accuracy", ci_low=dev_acc[0], ci_high=dev_acc[1])])
+    assert mechanism.fit_answer(rows((0.01, 0.02), (-0.02, -0.01))) == "regularization"
+    assert mechanism.fit_answer(rows((0.01, 0.02), (-0.01, 0.01))) == "underfitting"
+    assert mechanism.fit_answer(rows((0.01, 0.02), (-0.01, 0.01), dev_acc=(0.001, 0.01))) == "regularization"
+    assert mechanism.fit_answer(rows((-0.01, 0.02), (-0.02, -0.01))) == "no difference in fit"
+    assert mechanism.fit_answer(rows((np.nan, np.nan), (np.nan, np.nan))) == "no difference in fit"
+
+
+def test_crossed_se_known_answers():
+    u, v = np.array([0.0, 0.3, 0.6, 0.9]), np.linspace(0, 1, 50)
+    d = u[:, None] + v[None, :]  # no interaction: var1(u) / S + var1(v) / N
+    assert bootstrap.crossed_se(d) == pytest.approx(math.sqrt(u.var(ddof=1) / 4 + v.var(ddof=1) / 50))
+    # unbiased for the variance of the grand mean: seed sd 1, sentence sd 1, residual sd 2, 5 x 200 tables
+    rng = np.random.default_rng(0)
+    est = [bootstrap.crossed_se(rng.normal(0, 1, (5, 1)) + rng.normal(0, 1, (1, 200)) + rng.normal(0, 2, (5, 200))) ** 2
+           for _ in range(400)]
+    assert np.mean(est) == pytest.approx(1 / 5 + 1 / 200 + 4 / 1000, rel=0.1)
+    # residual only: the estimate is (MS_seed + MS_sentence - MS_residual) / (S N), about 1 / (S N), not 3 / (S N)
+    est = [bootstrap.crossed_se(rng.normal(0, 1, (5, 200))) ** 2 for _ in range(400)]
+    assert np.mean(est) == pytest.approx(1 / 1000, rel=0.15)
+    assert bootstrap.crossed_se(np.zeros((3, 10))) == 0.0
+    with pytest.raises(ValueError):
+        bootstrap.crossed_se(np.zeros(10))

@@ -29,10 +29,36 @@ def test_written_summary_holds_the_statistics_and_checks(tmp_path):
     assert len(stored["runs"]) == 12 and set(stored["runs"].seed) == {0, 1, 2}
     assert stored["comparison_test"].empty  # the fake runs have no test predictions
     assert stored["facts"]["seeds"] == [0, 1, 2] and stored["facts"]["label"] == sel.label
-    assert stored["verdict"].startswith("On minilm (full) with 3 seeds per configuration")
-    assert stored["verdict"] == stats.verdict(report.comparison(sel), stats.summarize(
-        report.accuracy_from_predictions(sel), value="accuracy"), report.detectable_difference(sel),
-        model="minilm", protocol="full", n_seeds=3, planned_seeds=report.PLANNED_SEEDS)
+    assert stored["verdict"].startswith("Scope: minilm, protocol full, 3 seeds per configuration.")
+    assert "2 of the 5 planned" not in stored["verdict"] and "3 of the 5 planned seeds" in stored["verdict"]
+    boot = stored["bootstrap"].set_index("config")
+    assert boot.loc["aggressive_sparse", "mean_diff"] == pytest.approx(9 / 50) and (boot["split"] == "dev").all()
+    assert set(stored["single_run"]["config"]) == {"uniform_sparse", "light_sparse", "aggressive_sparse"}
+    assert len(stored["single_run_pairs"]) == 3 * 9 and len(stored["entropy_heads"]) == 2 * 3 * 4
+    assert set(stored["dynamics"]["measure"]) == {"train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "gap"}
+    assert stored["facts"]["single_run_null"] == {}  # 3 baseline runs: too few for one baseline + three "sparse"
+    assert stored["facts"]["method_reading"]["granularity"] == "row" and not stored["facts"]["readings_used"]
+    assert stored["facts"]["bootstrap"] == {"B": report.BOOT_B, "seed": report.BOOT_SEED,
+                                            "levels": "seeds and sentences, crossed"}
+    boot_fresh = report.bootstrap_table(sel, "dev")
+    assert stored["bootstrap"]["p_claim"].tolist() == pytest.approx(boot_fresh["p_claim"].tolist())
+
+
+def test_the_padding_readings_table_reaches_the_verdict_and_is_checked(tmp_path):
+    from test_stats import _readings
+    grid(tmp_path / "data" / "runs", seeds=(0, 1, 2, 3))
+    sel = report.select(tmp_path / "data" / "runs")
+    summary.write(sel, tmp_path / "data" / "summary")
+    assert "mask-first" not in summary.check(sel)["verdict"]
+    where = tmp_path / "data" / "padding" / "minilm"
+    where.mkdir(parents=True)
+    _readings(0.0).to_csv(where / "readings.csv", index=False)
+    with pytest.raises(summary.StaleSummaryError, match="verdict.md"):  # the verdict now says more
+        summary.check(sel)
+    summary.write(sel)
+    stored = summary.check(sel)
+    assert "no real key is pruned" in stored["verdict"] and stored["facts"]["readings_used"]
+    assert stored["facts"]["single_run_null"]["arrangements"] == 4 * 1  # 4 baseline runs: C(3, 3) each
 
 
 def test_a_summary_that_no_longer_matches_the_runs_is_an_error(tmp_path):

@@ -1,0 +1,126 @@
+"""The paper's Figures 2-4 as paired tests: layer-wise sparsity, per-head entropy, and fit vs generalization.
+
+The paper reads its figures by eye (Section 4: "sparse models exhibit lower entropy", "the sparse
+models consistently achieve a lower validation loss ... a classic indicator of better
+generalization"). Here every configuration is compared with the baseline *paired by seed*
+(:func:`crisp.stats.paired_tests`, Holm over the groups), and the question "regularization or
+underfitting?" gets an answer from the signs of intervals, by a stated rule (:func:`fit_answer`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import report, stats
+from .configs import CONFIGS
+
+ENTROPY_MEASURES = ("entropy_dense", "entropy_sparse")  # before pruning / the distribution the model uses
+DYNAMICS_MEASURES = ("train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "gap")
+
+
+def _order(frame: pd.DataFrame) -> pd.DataFrame:
+    rank = {c: i for i, c in enumerate(CONFIGS)}
+    return frame.sort_values("config", key=lambda s: s.map(rank), kind="stable").reset_index(drop=True)
+
+
+def entropy_differences(sel: report.Selection) -> pd.DataFrame:
+    """Per head (layer, head), each configuration minus baseline in mean attention entropy (nats) over dev.
+
+    For ``entropy_dense`` both sides are the dense softmax each model computes (what training with
+    sparsity did to the model); for ``entropy_sparse`` each side is the distribution the model
+    actually uses (the baseline's is its dense one), which pruning lowers mechanically.
+    Columns ``measure, config, layer, head`` and :data:`crisp.stats.PAIRED_TEST_COLUMNS` (Holm over
+    the heads of one configuration and measure).
+    """
+    ent = sel.table("attention_stats.csv")
+    ent = ent[ent["config"].isin(CONFIGS)]
+    frames = [stats.paired_tests(ent, m, keys=("layer", "head")).assign(measure=m) for m in ENTROPY_MEASURES]
+    out = pd.concat(frames, ignore_index=True)
+    return _order(out[["measure", *out.columns[:-1]]])
+
+
+def run_dynamics(sel: report.Selection) -> pd.DataFrame:
+    """Per run: how well it fit the training data at the end, and how it did on dev.
+
+    ``train_loss`` / ``train_accuracy``: mean over the logged windows of the last epoch (each window
+    averages 50 optimizer steps of training batches, dropout on); ``dev_loss`` from ``metrics.json``;
+    ``dev_accuracy`` from the predictions; ``gap = train_accuracy - dev_accuracy`` (fractions).
+    """
+    hist = sel.table("history.csv").dropna(subset=["train_loss"])
+    hist = hist[hist["config"].isin(CONFIGS)]
+    last = hist[hist["epoch"] > hist.groupby(["config", "seed"])["epoch"].transform("max").apply(np.ceil) - 1]
+    fit = last.groupby(["config", "seed"])[["train_loss", "train_accuracy"]].mean().reset_index()
+    dev = report.accuracy_from_predictions(sel, "dev").rename(columns={"accuracy": "dev_accuracy"})
+    out = fit.merge(sel.metrics[["config", "seed", "dev_loss"]], on=["config", "seed"]).merge(
+        dev[["config", "seed", "dev_accuracy"]], on=["config", "seed"])
+    out["gap"] = out["train_accuracy"] - out["dev_accuracy"]
+    return _order(out[["config", "seed", *DYNAMICS_MEASURES]])
+
+
+def dynamics_differences(sel: report.Selection) -> pd.DataFrame:
+    """Each configuration minus baseline in every :data:`DYNAMICS_MEASURES`, paired by seed (t CI; Holm over the
+    configurations within a measure), with the answer of :func:`fit_answer` per configuration."""
+    runs = run_dynamics(sel)
+    out = pd.concat([stats.paired_tests(runs, m).assign(measure=m) for m in DYNAMICS_MEASURES], ignore_index=True)
+    out = _order(out[["measure", *out.columns[:-1]]])
+    answers = {c: fit_answer(out[out["config"] == c]) for c in pd.unique(out["config"])}
+    out["answer"] = out["config"].map(answers)
+    return out
+
+
+def _sign(rows: pd.DataFrame, measure: str) -> int:
+    # +1 / -1 when the 95% interval of the difference lies above / below zero, else 0 (NaN intervals: 0).
+    r = rows[rows["measure"] == measure]
+    if r.empty:
+        return 0
+    lo, hi = float(r["ci_low"].iloc[0]), float(r["ci_high"].iloc[0])
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def fit_answer(rows: pd.DataFrame) -> str:
+    """"regularization", "underfitting" or "no difference in fit" from one configuration's paired intervals.
+
+    The rule: the configuration fits the training data *less* when its training-loss interval lies above
+    zero (or its training-accuracy interval below). Less fit with a *better* dev result (dev-loss interval
+    below zero or dev-accuracy interval above) is regularization; less fit with no dev gain is
+    underfitting; no loss of fit is "no difference in fit" (nothing was constrained that the intervals see).
+    """
+    less_fit = _sign(rows, "train_loss") > 0 or _sign(rows, "train_accuracy") < 0
+    better_dev = _sign(rows, "dev_loss") < 0 or _sign(rows, "dev_accuracy") > 0
+    if not less_fit:
+        return "no difference in fit"
+    return "regularization" if better_dev else "underfitting"
+
+
+def layer_shape(sel: report.Selection) -> pd.DataFrame:
+    """Per configuration and layer, the final target ratio and the realized dev sparsity (over real tokens),
+    mean and sd over seeds (from each run's ``metrics.json``: ``layer_ratio_final``, ``layer_realized_sparsity_dev``)."""
+    rows = []
+    for r in sel.metrics.itertuples():
+        m = json.loads((Path(r.run_dir) / "metrics.json").read_text(encoding="utf-8"))
+        for layer, (t, z) in enumerate(zip(m["layer_ratio_final"], m["layer_realized_sparsity_dev"])):
+            rows.append(dict(config=r.config, seed=r.seed, layer=layer, target=t, realized=z))
+    runs = pd.DataFrame(rows)
+    out = runs.groupby(["config", "layer"]).agg(target=("target", "mean"), target_sd=("target", "std"),
+                                               realized=("realized", "mean"), realized_sd=("realized", "std"),
+                                               n=("seed", "size")).reset_index()
+    return _order(out)
+
+
+def describe_layers(shape: pd.DataFrame) -> dict:
+    """Plain facts about the layer-wise shape, per configuration: the fitted slope of the realized sparsity over
+    layers (per layer, fraction), the layers with the least and most, the range, and whether it rises steadily."""
+    out = {}
+    for config, g in shape.groupby("config", sort=False):
+        g = g.sort_values("layer")
+        z = g["realized"].to_numpy()
+        out[config] = dict(slope=float(np.polyfit(g["layer"], z, 1)[0]) if len(z) > 1 else float("nan"),
+                           least_layer=int(g["layer"].iloc[int(np.argmin(z))]),
+                           most_layer=int(g["layer"].iloc[int(np.argmax(z))]), min=float(z.min()), max=float(z.max()),
+                           target_min=float(g["target"].min()), target_max=float(g["target"].max()),
+                           increasing=bool(np.all(np.diff(z) > 0)))
+    return out
