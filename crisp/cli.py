@@ -113,7 +113,7 @@ def cmd_padding(args) -> int:
 def cmd_summary(args) -> int:
     from . import report, summary
 
-    sel = report.select(args.runs, model=args.model, protocol=args.protocol)
+    sel = report.select(args.runs, model=args.model, protocol=args.protocol, hardware=args.hardware)
     where = summary.write(sel, args.output)
     print(f"{sel.label}\n\n{(where / 'verdict.md').read_text(encoding='utf-8')}\nwritten: {where}")
     return 0
@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", default=None, help="runs root (default: $CRISP_RUNS_DIR, else data/runs)")
     s.add_argument("--model", default=None, help="model of the grid, e.g. minilm")
     s.add_argument("--protocol", default=None, help="protocol of the grid, e.g. full")
+    s.add_argument("--hardware", default=None, help="device type and precision of the grid, e.g. cpu-fp32 or cuda-bf16")
     s.add_argument("--output", default=None, help="summary root (default: summary/ beside the runs root, e.g. data/summary)")
     s.set_defaults(func=cmd_summary)
 

@@ -19,6 +19,7 @@ from scipy import stats as sps
 from . import bootstrap, results, single_run, stats
 from .configs import CONFIGS
 
+EXPERIMENT_PROTOCOLS = ("full", "n500", "n2000", "n8000")  # reported as experiments; anything else is a smoke/custom run
 PLANNED_SEEDS = 5  # the experiment's design: at least this many seeds per configuration
 RUNS_ENV = "CRISP_RUNS_DIR"  # where the book looks for runs (default: data/runs of this checkout)
 
@@ -105,7 +106,8 @@ class Selection:
 
     @property
     def is_experiment(self) -> bool:
-        return self.protocol == "full"
+        """The paper's recipe on all data, or one size of the data-size sweep (not the smoke protocol)."""
+        return self.protocol in EXPERIMENT_PROTOCOLS
 
     @property
     def is_complete(self) -> bool:
@@ -120,12 +122,19 @@ class Selection:
         return " / ".join(values) if values else "not recorded"
 
     @property
+    def devices(self) -> str:
+        """The devices the runs trained on, as recorded (``cpu: x86_64, 2 threads``, a GPU's name)."""
+        found = sorted(self.metrics["device"].dropna().unique()) if "device" in self.metrics else []
+        return " / ".join(found) if found else "device not recorded"
+
+    @property
     def label(self) -> str:
         """One sentence saying what these results are."""
         text = (f"model `{self.model}` ({MODEL_TEXT.get(self.model, 'a user-supplied checkpoint')}), "
                 f"protocol `{self.protocol}` ({PROTOCOL_TEXT.get(self.protocol, 'a custom protocol')}; "
                 f"batch {self.step_batch} per optimizer step), "
-                f"{self.n_seeds} seed(s) per configuration, {len(self.metrics)} runs")
+                f"{self.n_seeds} seed(s) per configuration, {len(self.metrics)} runs, "
+                f"hardware `{self.hardware}` ({self.devices})")
         if not self.is_experiment:
             text += ". These are smoke results that check the pipeline, not the experiment: read no conclusion into them"
         elif not self.is_complete:

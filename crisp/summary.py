@@ -56,8 +56,10 @@ def default_root(runs=None) -> Path:
     return report.runs_root(runs).parent / "summary"
 
 
-def folder(root, model: str, protocol: str) -> Path:
-    return Path(root) / model / protocol
+def folder(root, model: str, protocol: str, hardware: str = "cpu-fp32") -> Path:
+    """``<root>/<model>/<protocol>``; a grid of other hardware than cpu-fp32 gets ``<protocol>-<hardware>``
+    (e.g. ``full-cuda-bf16``), so the summaries of two hardware grids never overwrite each other."""
+    return Path(root) / model / (protocol if hardware == "cpu-fp32" else f"{protocol}-{hardware}")
 
 
 def compute(sel: report.Selection) -> dict:
@@ -130,7 +132,7 @@ def write(sel: report.Selection, root=None) -> Path:
     ``root`` defaults to ``summary/`` beside the runs (:func:`default_root`)."""
     root = Path(root) if root is not None else default_root(sel.root)
     data = compute(sel)
-    target = folder(root, sel.model, sel.protocol)
+    target = folder(root, sel.model, sel.protocol, sel.hardware)
     results.check_writable(target.parent)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
     try:
@@ -158,12 +160,12 @@ def write(sel: report.Selection, root=None) -> Path:
     return target
 
 
-def read(root, model: str, protocol: str) -> dict:
-    """The summary files of ``model``/``protocol`` under ``root``: tables, ``verdict`` and ``facts``."""
-    where = folder(root, model, protocol)
+def read(root, model: str, protocol: str, hardware: str = "cpu-fp32") -> dict:
+    """The summary files of ``model``/``protocol``/``hardware`` under ``root``: tables, ``verdict`` and ``facts``."""
+    where = folder(root, model, protocol, hardware)
     if not (where / "summary.json").is_file():
-        raise FileNotFoundError(f"no summary of model={model!r} protocol={protocol!r} in {where}; "
-                                f"run `crisp summary --model {model} --protocol {protocol}`")
+        raise FileNotFoundError(f"no summary of model={model!r} protocol={protocol!r} hardware={hardware!r} in {where}; "
+                                f"run `crisp summary --model {model} --protocol {protocol} --hardware {hardware}`")
     out = {name: pd.read_csv(where / f"{name}.csv") for name in TABLES}
     out["verdict"] = (where / "verdict.md").read_text(encoding="utf-8").rstrip("\n")
     out["facts"] = results.read_json(where / "summary.json")
@@ -185,8 +187,8 @@ def check(sel: report.Selection, root=None) -> dict:
     :class:`StaleSummaryError` naming the first file that differs (numbers compared to a relative 1e-9).
     """
     root = Path(root) if root is not None else default_root(sel.root)
-    stored, fresh = read(root, sel.model, sel.protocol), compute(sel)
-    where = folder(root, sel.model, sel.protocol)
+    stored, fresh = read(root, sel.model, sel.protocol, sel.hardware), compute(sel)
+    where = folder(root, sel.model, sel.protocol, sel.hardware)
     for name in TABLES:
         try:
             pd.testing.assert_frame_equal(stored[name], _roundtrip(fresh[name]), check_exact=False, rtol=1e-9,
