@@ -20,7 +20,7 @@ def _train_options(parser: argparse.ArgumentParser, skip=()) -> None:
 
     parser.add_argument("--protocol", default="full", choices=sorted(PROTOCOLS),
                         help="preset: full = the paper's recipe on all data; small = 4,000 sentences, 1 epoch, batch 16x1; "
-                             "n500, n2000, n8000 = the data-size sweep (stratified nested subsets, 10/10/5 epochs, 64 x 1)")
+                             "n500, n2000, n8000 = the data-size sweep (stratified nested subsets, 40/10/5 epochs, 64 x 1)")
     for field in dataclasses.fields(TrainConfig):
         if field.name in skip or field.name == "protocol":
             continue

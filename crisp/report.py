@@ -30,7 +30,7 @@ PROTOCOL_TEXT = {
              "(250 steps), otherwise the paper's recipe",
     **{f"n{n}": f"the data-size sweep: a stratified {n:,}-sentence training subset (nested across sizes, fixed by the "
                 f"data seed), {e} epochs, 64 sentences per optimizer step, otherwise the paper's recipe; final epoch reported"
-       for n, e in ((500, 10), (2000, 10), (8000, 5))},
+       for n, e in ((500, 40), (2000, 10), (8000, 5))},
 }
 MODEL_TEXT = {
     "minilm": "all-MiniLM-L6-v2 (6 layers x 12 heads, hidden 384), not the paper's DistilBERT",

@@ -45,3 +45,11 @@ def test_size_protocols_are_presets_with_the_papers_step():
     assert make_config("n500", data_seed=1).protocol == "n500-custom"  # another subset is another protocol
     with pytest.raises(ValueError, match="subset must be one of"):
         make_config("n500", subset="first")
+
+
+def test_size_protocols_follow_the_stated_rule():
+    # at least 5 epochs and at least 320 optimizer steps of 64 sentences (crisp.train.PROTOCOLS)
+    for name in SIZE_PROTOCOLS:
+        p = PROTOCOLS[name]
+        steps = -(-p["train_size"] // 64) * p["epochs"]
+        assert p["epochs"] >= 5 and steps >= 320, name
