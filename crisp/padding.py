@@ -48,6 +48,7 @@ def _tokenizer(model: str):
 
 PAD = 512  # the paper's max length
 STEPS = ("dev", "train", "training")  # parts of the study, each written to parts/<step>.*
+DEMO = {"batch_size": 16, "lr": 2e-5, "sparsity": 0.8}  # the training demonstration (AdamW, pad to 512)
 
 
 def _batches(texts, tokenizer, padding: str, batch_size: int):
@@ -216,10 +217,10 @@ def run_step(step: str, output="data/padding", model: str = "minilm", data=None,
     meta = {"step": step, "model": models.short_name(model), "data_source": data_mod.resolve_source(data), "seed": seed,
             "threads": torch.get_num_threads(), "git_commit": results.git_commit(), **results.environment()}
     if step == "training":
-        frame = training_demo(model, data, demo_ids, steps=steps, seed=seed, log=log)
+        frame = training_demo(model, data, demo_ids, steps=steps, seed=seed, log=log, **DEMO)
         results.write_csv(parts / "training.csv", frame)
-        meta.update({"steps": steps, "batch_size": 16, "lr": 2e-5, "optimizer": "AdamW", "padding": "max_length 512",
-                     "readings": ["dense", *demo_ids], "sparsity": 0.8, "device": "cpu"})
+        meta.update({"steps": steps, **DEMO, "optimizer": "AdamW", "padding": "max_length 512",
+                     "readings": ["dense", *demo_ids], "device": "cpu"})
     else:
         split = data_mod.load_sst2(data)[step]
         if step == "train":

@@ -205,7 +205,7 @@ class ReadingState:
 
     ``shadow``: ``{(reading_id, sparsity): {"kept": [...], "identical": [...]}}`` of readings also
     evaluated, per layer, on the scores of the running forward: their kept real pairs, and whether
-    their probabilities equal the running reading's *bitwise* (``torch.equal``). If a shadow
+    their probabilities equal the running reading's *bitwise* (:func:`_covers`). If a shadow
     reading is identical at every layer, its own forward would be this forward, bit for bit (each
     layer gets the same input and gives the same output, by induction over the layers), so its
     counts are exactly those its own forward would record.
