@@ -103,9 +103,19 @@ def cmd_grid(args) -> int:
 
 
 def cmd_padding(args) -> int:
-    from .padding import write_study
+    from .padding import STEPS, run_step
 
-    folder = write_study(args.output, args.model, args.data, args.sentences)
+    steps = [x.strip() for x in args.steps.split(",") if x.strip()]
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown or not steps:
+        raise ValueError(f"--steps must name some of {', '.join(STEPS)}, got {args.steps!r}")
+    demo = tuple(x.strip() for x in args.demo_readings.split(",") if x.strip())
+    for step in steps:
+        print(f"padding study: {step}", flush=True)
+        folder = run_step(step, args.output, args.model, args.data, train_sentences=args.train_sentences,
+                          batch_size=args.batch_size, seed=args.seed, steps=args.train_steps, demo_ids=demo,
+                          pad512_minutes=args.pad512_minutes,
+                          log=lambda text: print(text, flush=True))
     print(f"written: {folder}")
     return 0
 
@@ -198,13 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     _train_options(g, skip=("config", "seed"))
     g.set_defaults(func=cmd_grid)
 
-    d = sub.add_parser("padding", help="measure realized sparsity under dynamic vs pad-to-512 padding",
+    d = sub.add_parser("padding", help="measure every reading of the paper's padding on the encoder",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Forward passes only: realized per-layer sparsity over real tokens with dynamic "
-                                   "padding and with the paper's pad-to-512, plus SST-2's token-length histogram.")
+                       description="Every reading of the paper's pad-to-512 (crisp.readings) inside the encoder as "
+                                   "loaded: realized per-layer sparsity over real (query, key) pairs at 0.6 and 0.8 on "
+                                   "the dev set and a seeded train sample, differences of the mask-first readings from "
+                                   "dense, a short pad-to-512 training run dense vs mask-first, and SST-2's token-length "
+                                   "histogram. Each step writes <output>/<model>/parts/ and re-assembles readings.csv.")
     d.add_argument("--model", default="minilm", help="model name or folder")
     d.add_argument("--data", default=None, help="SST-2 folder (default: $CRISP_SST2_DIR, else the hub)")
-    d.add_argument("--sentences", type=int, default=128, help="first N dev sentences")
+    d.add_argument("--steps", default="dev,train,training", help="parts to run: dev, train, training")
+    d.add_argument("--train-sentences", type=int, default=1024, help="size of the seeded train sample")
+    d.add_argument("--batch-size", type=int, default=16, help="sentences per forward (dynamic padding: per batch)")
+    d.add_argument("--seed", type=int, default=0, help="train sample, classifier head and training seed")
+    d.add_argument("--train-steps", type=int, default=10, help="optimizer steps of the training demonstration")
+    d.add_argument("--demo-readings", default="pad512-maskfirst-finfo-row",
+                   help="comma-separated mask-first readings trained beside dense in the demonstration")
+    d.add_argument("--pad512-minutes", type=float, default=None,
+                   help="time budget of the pad-to-512 readings per split (seeded random order; default: no limit)")
     d.add_argument("--output", default="data/padding", help="results root")
     d.set_defaults(func=cmd_padding)
 
