@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from .configs import CrispConfig
+from .distributed import mean_across_ranks
 
 
 def allocate(concentration, target: float, low: float = 0.0, high: float = 0.95, tol: float = 1e-7) -> list[float]:
@@ -77,7 +78,9 @@ class SparsityController:
         if not self.adaptive or any(v is None for v in self._batch):
             self._batch = [None] * self.n_layers
             return
-        measured = [float(v) for v in self._batch]
+        # data parallel: every rank measured its own shard; average so that all ranks allocate the same ratios
+        measured = mean_across_ranks(torch.stack([torch.as_tensor(v, dtype=torch.float64).cpu() for v in self._batch]))
+        measured = [float(v) for v in measured]
         self._batch = [None] * self.n_layers
         if self.running is None:
             self.running = measured

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import pandas as pd
 import torch
 
 from . import data as data_mod
-from . import models, results
+from . import distributed, models, results
 from .configs import get_config
 from .integration import enable
 from .subsets import SUBSET_KINDS, subset
@@ -140,6 +141,12 @@ class TrainConfig:
         return results.run_dir(self.output, models.short_name(self.model), self.protocol, self.label, self.seed)
 
 
+def _launched_world_size() -> int:
+    """Processes of a data-parallel launch (torchrun and accelerate set ``WORLD_SIZE``), else 1."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
 def make_config(protocol: str = "full", **overrides) -> TrainConfig:
     """A :class:`TrainConfig` for a protocol preset; overrides that change the preset rename the protocol."""
     if protocol not in PROTOCOLS:
@@ -160,7 +167,8 @@ def make_config(protocol: str = "full", **overrides) -> TrainConfig:
     step = {k: overrides.get(k, preset.get(k, defaults[k].default)) for k in ("batch_size", "grad_accum")}
     wanted = preset.get("batch_size", defaults["batch_size"].default) * preset.get("grad_accum", defaults["grad_accum"].default)
     if all(isinstance(v, int) and not isinstance(v, bool) for v in step.values()):
-        changed = changed or step["batch_size"] * step["grad_accum"] != wanted
+        # under torchrun / accelerate launch each of WORLD_SIZE processes takes batch_size x grad_accum sentences
+        changed = changed or step["batch_size"] * step["grad_accum"] * _launched_world_size() != wanted
     name = protocol + ("-custom" if changed else "")
     return TrainConfig(**{**preset, **overrides, "protocol": name})
 
@@ -261,7 +269,7 @@ def train(cfg: TrainConfig) -> Path:
     set_seed(cfg.seed)
     model, tokenizer = models.load(cfg.model, seed=cfg.seed)
     results.check_writable(folder)
-    if results.is_finished(folder):  # overwrite: the old run goes only once the new one starts
+    if results.is_finished(folder) and distributed.is_main():  # overwrite: the old run goes once the new one starts
         (folder / "metrics.json").unlink()
 
     model.accepts_loss_kwargs = False  # Trainer then averages the loss over accumulation steps
@@ -301,7 +309,9 @@ def train(cfg: TrainConfig) -> Path:
         dataloader_pin_memory=torch.cuda.is_available(),
         restore_callback_states_from_checkpoint=True,
         bf16=cfg.precision == "bf16",
-        use_cpu=cfg.precision == "bf16" and not torch.cuda.is_available(),  # Trainer's way to allow CPU bf16 autocast
+        # Trainer's way to allow CPU bf16 autocast and multi-process CPU (gloo) data parallelism; a plain CPU run keeps
+        # the path of the committed runs
+        use_cpu=not torch.cuda.is_available() and (cfg.precision == "bf16" or _launched_world_size() > 1),
         fp16=cfg.precision == "fp16",
         tf32=(cfg.precision == "tf32") if torch.cuda.is_available() else None,  # fp32 on CUDA: TF32 explicitly off
     )
@@ -326,6 +336,10 @@ def train(cfg: TrainConfig) -> Path:
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = saver.elapsed_before + time.perf_counter() - started
+    world = distributed.world_size()
+    if not distributed.is_main():  # data parallel: rank 0 evaluates and writes every file; the others wait for it
+        distributed.barrier()
+        return folder
 
     # Final evaluation: dev with attention statistics, then the held-out test split, once.
     state.reset_stats()
@@ -355,7 +369,8 @@ def train(cfg: TrainConfig) -> Path:
         "train_size": len(train_set),
         "epochs": cfg.epochs,
         "optimizer_steps": trainer.state.global_step,
-        "step_batch": f"{cfg.batch_size} x {cfg.grad_accum}",
+        "step_batch": f"{cfg.batch_size} x {cfg.grad_accum}" + (f" x {world} processes" if world > 1 else ""),
+        "world_size": world,
         "precision": cfg.precision,  # micro-batch x accumulation (the recipe fixes only the product)
         "dev_accuracy": float((dev_pred["pred"] == dev_pred["label"]).mean()),
         "dev_loss": dev_loss,
@@ -377,6 +392,7 @@ def train(cfg: TrainConfig) -> Path:
     }
     results.write_json(folder / "metrics.json", metrics)  # last: its presence marks the run finished
     shutil.rmtree(checkpoints, ignore_errors=True)
+    distributed.barrier()
     return folder
 
 

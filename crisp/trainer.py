@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from transformers import Trainer, TrainerCallback
 
-from . import results
+from . import distributed, results
 from .integration import CrispState
 
 STATE_FILE = "crisp_state.json"
@@ -41,6 +41,7 @@ class CrispTrainer(Trainer):
 
     def log(self, logs, start_time=None):
         if "loss" in logs:  # a training log: attach accuracy and layer sparsity since the last one
+            self._gather_counts()
             seen = int(self.seen)
             logs["train_accuracy"] = int(self.correct) / seen if seen else float("nan")
             self.correct, self.seen = torch.zeros_like(self.correct), torch.zeros_like(self.seen)
@@ -51,6 +52,20 @@ class CrispTrainer(Trainer):
             logs["sparsity_realized"] = sum(r["realized_sparsity"] for r in rows) / len(rows)
             self.crisp_state.reset_stats()
         super().log(logs, start_time)
+
+    def _gather_counts(self) -> None:
+        """Data parallel: sum accuracy and sparsity counts over ranks, and check that all ranks use the same ratios."""
+        if not distributed.active():
+            return
+        s = self.crisp_state
+        distributed.check_same_across_ranks(s.controller.ratios, "adaptive per-layer sparsity ratios")
+        n = s.n_layers
+        local = torch.tensor([float(v) for v in (*s.kept, *s.real)] + [float(self.correct), float(self.seen)],
+                             dtype=torch.float64)
+        total = distributed.sum_across_ranks(local)
+        s.kept, s.real = total[:n].tolist(), total[n:2 * n].tolist()
+        self.correct = torch.tensor(int(total[-2].round()))
+        self.seen = torch.tensor(int(total[-1].round()))
 
 
 class StateSaver(TrainerCallback):
@@ -63,7 +78,7 @@ class StateSaver(TrainerCallback):
         self.started = time.perf_counter()
 
     def on_save(self, args, state, control, **kwargs):
-        if self.trainer is None:
+        if self.trainer is None or not state.is_world_process_zero:
             return
         s = self.crisp_state
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
