@@ -60,7 +60,7 @@ class SparsityController:
     def __init__(self, config: CrispConfig, n_layers: int):
         self.config = config
         self.n_layers = n_layers
-        self.ratios = [config.sparsity] * n_layers
+        self.ratios = config.layer_ratios(n_layers)  # one ratio per layer (a per-layer list is checked here)
         self.running = None  # EMA of concentration per layer, None before the first batch
         self._batch = [None] * n_layers  # concentration measured on the batch in flight
 

@@ -112,7 +112,7 @@ def test_entropy_recording_only_when_asked():
 def test_enable_rejects_bad_arguments():
     with pytest.raises(TypeError, match="CrispConfig"):
         crisp.enable(tiny("bert"), "baseline")
-    with pytest.raises(ValueError, match="no BERT"):
+    with pytest.raises(ValueError, match="AttentionInterface"):
         crisp.enable(torch.nn.Linear(2, 2), crisp.CONFIGS["baseline"])
 
 
