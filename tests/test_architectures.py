@@ -149,3 +149,33 @@ def test_sinks_are_refused():
     q, k, v = _qkv()
     with pytest.raises(NotImplementedError, match="s_aux"):
         crisp.crisp_attention(_Module(False), q, k, v, None, s_aux=torch.zeros(4))
+
+
+def test_custom_4d_masks_equal_the_2d_mask(device):
+    """A 4-D mask handed to the model (bool, or additive float) is used as given, not misread."""
+    model = arch.build("llama", device)
+    crisp.enable(model, crisp.CrispConfig("x", 0.5))
+    batch = arch.inputs("llama", device)
+    pad = batch["attention_mask"].bool()
+    L = pad.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()
+    four_d = causal[None, None] & pad[:, None, None, :]  # [B, 1, L, L]
+    additive = torch.zeros(four_d.shape, device=device).masked_fill(~four_d, torch.finfo(torch.float32).min)
+    with torch.no_grad():
+        ref = model(**batch).logits[pad]
+        for mask in (four_d, additive):
+            got = model(input_ids=batch["input_ids"], attention_mask=mask).logits[pad]
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_left_padded_generation_same_with_and_without_cache(name, device):
+    model = arch.build(name, device)
+    crisp.enable(model, crisp.CrispConfig("x", 0.5))
+    batch = arch.inputs(name, device, padded=False)
+    mask = batch["attention_mask"].clone()
+    mask[1, :3] = 0  # left padding, as batched generation uses
+    ids = batch["input_ids"].masked_fill(mask == 0, 0)
+    runs = [model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False, use_cache=c)
+            for c in (True, False)]
+    assert torch.equal(*runs)
