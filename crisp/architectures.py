@@ -38,13 +38,19 @@ def _bart():
     return tf.BartForConditionalGeneration(cfg)
 
 
-# name: (builder, kind) with kind "encoder", "decoder" (causal LM), "seq2seq" or "vision"
+# name: (builder, kind) with kind "encoder", "decoder" (causal LM), "seq2seq" or "vision". Between
+# them they exercise padding masks, GQA (Llama, Qwen2, Mistral), sliding windows (Mistral, Gemma2,
+# ModernBERT's local layers), softcapping (Gemma2), position_bias (T5) and shared layers (ALBERT).
 ARCHITECTURES = {
     "bert": (lambda: tf.BertModel(tf.BertConfig(**_SMALL)), "encoder"),
     "distilbert": (lambda: tf.DistilBertModel(tf.DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=4,
                                                                    hidden_dim=64, max_position_embeddings=64)), "encoder"),
     "roberta": (lambda: tf.RobertaModel(tf.RobertaConfig(**_SMALL, pad_token_id=0)), "encoder"),
     "electra": (lambda: tf.ElectraModel(tf.ElectraConfig(**_SMALL, embedding_size=16)), "encoder"),
+    "xlm-roberta": (lambda: tf.XLMRobertaModel(tf.XLMRobertaConfig(**_SMALL, pad_token_id=0)), "encoder"),
+    "modernbert": (lambda: tf.ModernBertModel(tf.ModernBertConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, local_attention=4)), "encoder"),
     "albert": (lambda: tf.AlbertModel(tf.AlbertConfig(**_SMALL, embedding_size=16)), "encoder"),
     "vit": (lambda: tf.ViTModel(tf.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                              intermediate_size=64, image_size=32, patch_size=8)), "vision"),
@@ -54,7 +60,11 @@ ARCHITECTURES = {
     "qwen2": (lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(**_LLAMA)), "decoder"),
     "mistral": (lambda: tf.MistralForCausalLM(tf.MistralConfig(**dict(_LLAMA, num_key_value_heads=1),
                                                                sliding_window=4)), "decoder"),
+    "gemma2": (lambda: tf.Gemma2ForCausalLM(tf.Gemma2Config(**_LLAMA, head_dim=8, sliding_window=4)), "decoder"),
     "bart": (_bart, "seq2seq"),
+    "t5": (lambda: tf.T5ForConditionalGeneration(tf.T5Config(vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                                             num_heads=4, decoder_start_token_id=0, pad_token_id=0,
+                                                             eos_token_id=1)), "seq2seq"),
 }
 REFUSED = {"deberta-v2": lambda: tf.DebertaV2Model(tf.DebertaV2Config(**_SMALL))}
 
@@ -65,7 +75,10 @@ def build(name: str, device="cpu"):
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     torch.manual_seed(0)
     model = ARCHITECTURES[name][0]().to(device).eval()
-    model.set_attn_implementation("sdpa")  # what from_pretrained gives by default
+    try:
+        model.set_attn_implementation("sdpa")  # what from_pretrained gives by default
+    except ValueError:  # models without SDPA support load as eager
+        model.set_attn_implementation("eager")
     return model
 
 
