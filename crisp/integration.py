@@ -99,7 +99,9 @@ def crisp_attention(module, query, key, value, attention_mask, dropout: float = 
     ``tanh(qk*scaling / softcap) * softcap`` (when ``softcap``) ``+ position_bias + float mask``.
     ``is_causal`` (else ``module.is_causal``, else True, as SDPA) applies only when the mask is None;
     ``sliding_window`` then limits it too. Attention sinks and head masks (:data:`REFUSED_KWARGS`)
-    are refused; other keywords are ignored, as eager attention ignores them. A module ``crisp.enable`` has not touched runs dense.
+    are refused; other keywords are ignored, as eager attention ignores them. A query row with no
+    key to attend (a left-padding position) gets all-zero probabilities, where eager attention
+    averages the masked values: outputs differ only at such padding positions. A module ``crisp.enable`` has not touched runs dense.
     """
     refused = sorted(k for k in REFUSED_KWARGS & set(kwargs) if kwargs[k] is not None)
     if s_aux is not None:
