@@ -90,14 +90,16 @@ def topk_keep_mask(
 
     Arguments are those of :func:`topk_softmax`.  Rows of padded queries keep every real key.
     """
-    sparsity = check_sparsity(sparsity)
+    # A 0-d tensor ratio (checked by its owner) is how adaptive ratios reach a torch.compile graph.
+    held = isinstance(sparsity, torch.Tensor)
+    sparsity = sparsity if held else check_sparsity(sparsity)
     check_granularity(granularity)
     fixed = check_keep(keep)
-    if fixed is not None and (sparsity != 0.0 or granularity != "row"):
+    if fixed is not None and (held or sparsity != 0.0 or granularity != "row"):
         raise ValueError("keep=k fixes the kept keys per query row: give it with sparsity=0 and granularity='row'")
     shape = scores.shape
     real = as_key_mask(key_mask, shape, scores.device)  # [..., Lq, Lk] True = real key
-    if sparsity == 0.0 and fixed is None:
+    if not held and sparsity == 0.0 and fixed is None:
         return real
     with torch.no_grad():
         candidates = torch.ones_like(real) if count_padding else real

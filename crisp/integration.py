@@ -252,15 +252,19 @@ def enable(model: torch.nn.Module, config: CrispConfig | None = None) -> CrispSt
         module.crisp_state = state
 
     def before_forward(mod, args):
-        if mod.training:
-            state.controller.step()
-            if state.controller.adaptive:
-                getattr(model.config, CONFIG_KEY)["controller"] = state.controller.state_dict()
+        if mod.training and state.controller.adaptive:  # uniform ratios never change
+            _reallocate(state, model.config)
 
     model._crisp_hook = model.register_forward_pre_hook(before_forward)
     model.crisp_state = state
     setattr(model.config, CONFIG_KEY, {"config": config.to_dict(), "controller": state.controller.state_dict()})
     return state
+
+
+@torch.compiler.disable  # Python bookkeeping between batches (float(), bisection): kept out of compiled graphs
+def _reallocate(state: CrispState, config) -> None:
+    state.controller.step()
+    getattr(config, CONFIG_KEY)["controller"] = state.controller.state_dict()
 
 
 def _detach(model) -> None:

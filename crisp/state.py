@@ -80,7 +80,10 @@ class CrispState:
     # -- the attention rule for one layer --------------------------------------------------------
     def attend(self, layer: int, scores: torch.Tensor, key_mask, training: bool) -> torch.Tensor:
         cfg = self.config
-        ratio = self.controller.ratios[layer]
+        if torch.compiler.is_compiling() and self.controller.adaptive:
+            ratio = self.controller.ratio_tensor(scores.device)[layer]  # a tensor: new ratios, no recompile
+        else:
+            ratio = self.controller.ratios[layer]
         keep = topk_keep_mask(scores, ratio, key_mask, cfg.granularity, count_padding=cfg.paper_padding, keep=cfg.keep)
         probs = masked_softmax(scores, keep)
         measure = self.controller.adaptive and training
@@ -119,7 +122,11 @@ class CrispState:
             n = real.sum(-1).float()  # [B, H, Lq]
             usable = rows & (n > 1)
             norm = h_dense / torch.log(n.clamp_min(2.0))
-            conc = 1.0 - norm[usable].mean() if usable.any() else torch.tensor(0.0)
+            if torch.compiler.is_compiling():  # same value without a data-dependent branch
+                mean = torch.where(usable, norm, 0.0).sum() / usable.sum().clamp_min(1)
+                conc = torch.where(usable.any(), 1.0 - mean, 0.0)
+            else:
+                conc = 1.0 - norm[usable].mean() if usable.any() else torch.tensor(0.0)
             self.controller.observe(layer, conc)
         if self.record_entropy:
             if h_dense.shape[1] > self.n_heads:
