@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from pathlib import Path
 
 from .configs import CONFIGS
 from .data import DataError
@@ -162,7 +163,8 @@ def cmd_bench(args) -> int:
     if args.compile:  # compiled vs eager Crisp training step (fixed lengths and/or SST-2 lengths)
         settings = {k: v for k, v in settings.items() if k in ("sst2", "L128")} or settings
         frame = bench.run_compiled(shapes, settings, repeats=args.repeats, warmup=args.warmup, sst2_lengths=sst2)
-        path = bench.write(frame, args.output, tag=args.tag or "compile",
+        # its own folder: the cost chapter reads every data/bench/bench-*.csv as a variant table
+        path = bench.write(frame, str(Path(args.output) / "compile"), tag=args.tag or "compile",
                            extra={"settings": {k: list(map(str, v)) for k, v in settings.items()}, "repeats": args.repeats})
         print(frame[["model_shape", "setting", "variant", "median_s", "paired_ratio_to_eager_crisp", "compile_s",
                      "graph_breaks", "recompiles"]].round(3).to_string(index=False))
@@ -247,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="tiny sizes: checks that it works, measures nothing")
     b.add_argument("--profile", action="store_true", help="also write a torch.profiler table of a Crisp training step")
     b.add_argument("--compile", action="store_true",
-                   help="time Crisp 0.8 training steps eager vs torch.compile (settings sst2 and L128 only)")
+                   help="time Crisp 0.8 training steps eager vs torch.compile (settings sst2 and L128 only; written to <output>/compile/)")
     b.add_argument("--output", default="data/bench", help="results folder")
     b.set_defaults(func=cmd_bench)
     return parser
