@@ -22,8 +22,10 @@ Masks: a ``key_mask`` with the same number of dimensions as ``scores`` broadcast
 always the tokenizer's ``[B, L_k]`` (never read as ``[L_q, L_k]``, even when ``B == L_k``); a 1-D
 mask is ``[L_k]``. Anything else is refused.
 
-Under ``torch.compile`` the rule takes a path with static shapes and no data-dependent Python
-branch (a full sort instead of ``topk`` to the largest k; ties may then break differently).
+Under ``torch.compile`` the rule has no data-dependent Python branch: the row rule takes ``topk``
+to the largest k a row of that width can keep (read from the shape, not from the data), the head
+rule sorts every entry (ties may then break differently), and ``masked_softmax`` always takes its
+guarded path.
 
 Padding keys (``key_mask`` False) get probability exactly 0 and never count, unless
 ``count_padding=True`` (the paper's pad-to-512 setup, see ``crisp.CrispConfig.paper_padding``): then
@@ -91,8 +93,9 @@ def topk_keep_mask(
     Arguments are those of :func:`topk_softmax`.  Rows of padded queries keep every real key.
     """
     # A 0-d tensor ratio (checked by its owner) is how adaptive ratios reach a torch.compile graph.
+    # Under torch.compile a ratio may arrive as a symbolic float: it was checked by its CrispConfig.
     held = isinstance(sparsity, torch.Tensor)
-    sparsity = sparsity if held else check_sparsity(sparsity)
+    sparsity = sparsity if held or torch.compiler.is_compiling() else check_sparsity(sparsity)
     check_granularity(granularity)
     fixed = check_keep(keep)
     if fixed is not None and (held or sparsity != 0.0 or granularity != "row"):
@@ -227,11 +230,10 @@ def _row_topk(scores, candidates, sparsity, fixed=None) -> torch.Tensor:
     n = candidates.sum(dim=-1)  # [..., Lq]
     k = kept_per_row(n, sparsity) if fixed is None else n.clamp(max=fixed)
     ranked = scores.detach().masked_fill(~candidates, -math.inf)
-    if torch.compiler.is_compiling():  # static shapes: rank every key, no .item()
-        idx = ranked.argsort(dim=-1, descending=True, stable=True)  # [..., Lq, Lk]
-        rank = torch.arange(ranked.shape[-1], device=scores.device)
-        return torch.zeros_like(candidates).scatter_(-1, idx, rank < k[..., None]) & candidates
-    k_max = int(k.max()) if k.numel() else 0
+    if torch.compiler.is_compiling():  # no .item(): the largest k a row of this width can have
+        k_max = _k_bound(scores.shape[-1], sparsity, fixed)
+    else:
+        k_max = int(k.max()) if k.numel() else 0
     keep = torch.zeros_like(candidates)
     if k_max == 0:
         return keep
@@ -241,6 +243,16 @@ def _row_topk(scores, candidates, sparsity, fixed=None) -> torch.Tensor:
     rank = torch.arange(k_max, device=scores.device)
     keep.scatter_(-1, idx, rank < k[..., None])
     return keep & candidates
+
+
+def _k_bound(width, sparsity, fixed):
+    """Largest ``k`` any row of ``width`` keys can keep (``n - floor(s*n)`` grows with ``n``); a
+    ratio held in a tensor (adaptive under torch.compile) may be anything, so then ``width``."""
+    if fixed is not None:
+        return min(fixed, width)
+    if isinstance(sparsity, torch.Tensor):
+        return width
+    return width - math.floor(width * sparsity)  # >= the true bound (no eps), >= 1 for s < 1; no max(): no guard
 
 
 def _head_prune(scores, valid, sparsity) -> torch.Tensor:
