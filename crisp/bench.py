@@ -313,9 +313,10 @@ def padding_epoch(frame: pd.DataFrame, sentences: int = 67349,
 
 def run_compiled(shapes=("minilm",), settings=None, repeats: int = 5, warmup: int = 1, device: str = "auto",
                  sst2_lengths=None, config: CrispConfig | None = None, progress: bool = True,
-                 backend: str = "inductor") -> pd.DataFrame:
+                 backend: str = "inductor", with_dense: bool = True) -> pd.DataFrame:
     """Training step (forward + backward) of Crisp ``config`` (default 0.8 row uniform, statistics on)
-    run eagerly and through ``torch.compile(model, dynamic=True)``, and of eager dense attention.
+    run eagerly and through ``torch.compile(model, dynamic=True)``, and of dense eager attention,
+    eagerly and compiled (``with_dense``: tells what compiling costs or saves without Crisp).
 
     Same model (shared weights), variants interleaved in a fresh random order each round as in
     :func:`run`. ``compile_s`` is the first compiled step (compilation included, not in the
@@ -344,9 +345,16 @@ def run_compiled(shapes=("minilm",), settings=None, repeats: int = 5, warmup: in
         torch._dynamo.reset()
         counters.clear()
         compiled = torch.compile(model, dynamic=True, backend=backend)
-        compile_s = _step(compiled, batches, True, device)  # compiles (and runs) every batch width once
+        compile_s = {"compiled-crisp": _step(compiled, batches, True, device)}  # compiles every batch width once
+        if with_dense:  # the same compiled model with eager dense attention: what compiling does without Crisp
+            model.set_attn_implementation("eager")
+            compile_s["compiled-dense"] = _step(compiled, batches, True, device)
+            model.set_attn_implementation("crisp")
+        _step(compiled, batches, True, device)  # transformers sets config.problem_type on its first call
         graphs_after_first = counters["stats"]["unique_graphs"]
         runners = {"eager-dense": (model, "eager"), "eager-crisp": (model, config), "compiled-crisp": (compiled, config)}
+        if with_dense:
+            runners["compiled-dense"] = (compiled, "eager")
         times = {name: [] for name in runners}
         order = np.random.default_rng(1)
         for r in range(warmup + repeats):
@@ -370,10 +378,10 @@ def run_compiled(shapes=("minilm",), settings=None, repeats: int = 5, warmup: in
                 "variant": name, "config": config.to_dict(), "median_s": float(np.median(t)),
                 "repeats": repeats, "ratio_to_eager_crisp": float(np.median(t) / np.median(eager_crisp)),
                 "paired_ratio_to_eager_crisp": float(np.median(t / eager_crisp)),
-                "compile_s": compile_s if name == "compiled-crisp" else None,
-                "graph_breaks": breaks if name == "compiled-crisp" else None,
+                "compile_s": compile_s.get(name),
+                "graph_breaks": breaks if name.startswith("compiled") else None,
                 "backend": backend, "device": device, "threads": torch.get_num_threads(),
-                "recompiles": recompiles if name == "compiled-crisp" else None,
+                "recompiles": recompiles if name.startswith("compiled") else None,
             })
         del model, compiled
     return pd.DataFrame(rows)
