@@ -243,10 +243,14 @@ def enable(model: torch.nn.Module, config: CrispConfig | None = None) -> CrispSt
     if saved is not None and saved.get("controller"):
         state.controller.load_state_dict(saved["controller"])
     register()
+    configs = _module_configs(model)
     if getattr(model, "crisp_state", None) is None:
-        model._crisp_previous = model.config._attn_implementation
+        model._crisp_previous = (model.config._attn_implementation, [(c, c._attn_implementation) for c in configs])
     _detach(model)
     model.set_attn_implementation(NAME)
+    for cfg in configs:  # modules holding a copy of the config (T5's stacks in transformers 5.17) miss the switch
+        if cfg._attn_implementation != NAME:
+            cfg._attn_implementation = NAME
     for index, module in enumerate(layers):
         module.crisp_layer = index
         module.crisp_state = state
@@ -265,6 +269,16 @@ def enable(model: torch.nn.Module, config: CrispConfig | None = None) -> CrispSt
 def _reallocate(state: CrispState, config) -> None:
     state.controller.step()
     getattr(config, CONFIG_KEY)["controller"] = state.controller.state_dict()
+
+
+def _module_configs(model) -> list:
+    """The distinct config objects of the modules that dispatch attention (they may be copies)."""
+    seen = {}
+    for module in model.modules():
+        cfg = getattr(module, "config", None)
+        if dispatches(type(module)) and hasattr(cfg, "_attn_implementation") and cfg is not model.config:
+            seen.setdefault(id(cfg), cfg)
+    return list(seen.values())
 
 
 def _detach(model) -> None:
@@ -287,7 +301,11 @@ def disable(model: torch.nn.Module) -> CrispState:
     if state is None:
         raise ValueError(f"{type(model).__name__} has no Crisp attention enabled")
     _detach(model)
-    model.set_attn_implementation(model.__dict__.pop("_crisp_previous"))
+    previous, configs = model.__dict__.pop("_crisp_previous")
+    model.set_attn_implementation(previous)
+    for cfg, impl in configs:
+        if cfg._attn_implementation != impl:
+            cfg._attn_implementation = impl
     if hasattr(model.config, CONFIG_KEY):
         delattr(model.config, CONFIG_KEY)
     return state
