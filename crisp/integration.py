@@ -251,6 +251,9 @@ def enable(model: torch.nn.Module, config: CrispConfig | None = None) -> CrispSt
     for cfg in configs:  # modules holding a copy of the config (T5's stacks in transformers 5.17) miss the switch
         if cfg._attn_implementation != NAME:
             cfg._attn_implementation = NAME
+    missed = sorted({type(m).__name__ for m in layers if getattr(m.config, "_attn_implementation", NAME) != NAME})
+    if missed:  # never leave Crisp silently off
+        raise RuntimeError(f"{', '.join(missed)} still dispatch to another attention implementation after the switch")
     for index, module in enumerate(layers):
         module.crisp_layer = index
         module.crisp_state = state
