@@ -165,7 +165,9 @@ def cmd_bench(args) -> int:
         frame = bench.run_compiled(shapes, settings, repeats=args.repeats, warmup=args.warmup, sst2_lengths=sst2)
         # its own folder: the cost chapter reads every data/bench/bench-*.csv as a variant table
         path = bench.write(frame, str(Path(args.output) / "compile"), tag=args.tag or "compile",
-                           extra={"settings": {k: list(map(str, v)) for k, v in settings.items()}, "repeats": args.repeats})
+                           extra={"settings": {k: list(map(str, v)) for k, v in settings.items()}, "repeats": args.repeats,
+                                  "warmup": args.warmup, "lengths": args.lengths or None,
+                                  "lengths_train_sentences": None if sst2 is None else int(len(sst2))})
         print(frame[["model_shape", "setting", "variant", "median_s", "paired_ratio_to_eager_crisp", "compile_s",
                      "graph_breaks", "recompiles"]].round(3).to_string(index=False))
         print(f"written: {path}")
