@@ -61,13 +61,26 @@ class SparsityController:
     def __init__(self, config: CrispConfig, n_layers: int):
         self.config = config
         self.n_layers = n_layers
-        self.ratios = [config.sparsity] * n_layers
+        self.ratios = config.layer_ratios(n_layers)  # one ratio per layer (a per-layer list is checked here)
         self.running = None  # EMA of concentration per layer, None before the first batch
+        self._tensor = None  # the ratios as a float64 tensor, for torch.compile (see ratio_tensor)
         self._batch = [None] * n_layers  # concentration measured on the batch in flight
 
     @property
     def adaptive(self) -> bool:
         return self.config.strategy == "adaptive" and self.config.sparsity > 0
+
+    def ratio_tensor(self, device) -> torch.Tensor:
+        """The current ratios as a float64 tensor on ``device``, updated in place by :meth:`step`
+        (under ``torch.compile`` a changing Python float would recompile the graph every step)."""
+        if self._tensor is None or self._tensor.device != torch.device(device):
+            self._tensor = torch.tensor(self.ratios, dtype=torch.float64, device=device)
+        return self._tensor
+
+    def _sync_tensor(self) -> None:
+        if self._tensor is not None:
+            with torch.no_grad():
+                self._tensor.copy_(torch.tensor(self.ratios, dtype=torch.float64))
 
     def observe(self, layer: int, concentration: torch.Tensor) -> None:
         """Record layer ``layer``'s concentration on the current batch (a 0-d tensor)."""
@@ -90,6 +103,7 @@ class SparsityController:
         self.ratios = allocate(
             self.running, self.config.sparsity, self.config.min_layer_sparsity, self.config.max_layer_sparsity
         )
+        self._sync_tensor()
 
     def state_dict(self) -> dict:
         return {"ratios": list(self.ratios), "running": None if self.running is None else list(self.running)}
@@ -98,3 +112,4 @@ class SparsityController:
         self.ratios = [float(v) for v in state["ratios"]]
         self.running = None if state["running"] is None else [float(v) for v in state["running"]]
         self._batch = [None] * self.n_layers
+        self._sync_tensor()

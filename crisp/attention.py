@@ -9,10 +9,23 @@ or over the whole head, nor how padding enters; both readings are implemented he
 ``granularity="row"``
     each query row with ``n`` real keys keeps exactly ``k = max(1, n - floor(s*n + 1e-6))`` keys,
     the ``k`` highest-scoring ones (ties broken by ``torch.topk``).
+``keep=k`` (row granularity only)
+    every query row keeps its ``min(k, n)`` highest-scoring real keys: a fixed number of kept keys,
+    as in the top-k attention literature, instead of a fraction.
 ``granularity="head"``
     the paper's text read literally: within each (batch, head) the ``floor(s*N + 1e-6)`` lowest
     of the ``N`` scores whose query and key are both real are pruned, except that every real query
     row always keeps its own highest score (so no row is left empty).
+
+Masks: a ``key_mask`` with the same number of dimensions as ``scores`` broadcasts to it (e.g.
+``[B, 1, 1, L_k]`` or transformers' ``[B, 1, L_q, L_k]``); a 2-D mask given with batched scores is
+always the tokenizer's ``[B, L_k]`` (never read as ``[L_q, L_k]``, even when ``B == L_k``); a 1-D
+mask is ``[L_k]``. Anything else is refused.
+
+Under ``torch.compile`` the rule has no data-dependent Python branch: the row rule takes ``topk``
+to the largest k a row of that width can keep (read from the shape, not from the data), the head
+rule sorts every entry (ties may then break differently), and ``masked_softmax`` always takes its
+guarded path.
 
 Padding keys (``key_mask`` False) get probability exactly 0 and never count, unless
 ``count_padding=True`` (the paper's pad-to-512 setup, see ``crisp.CrispConfig.paper_padding``): then
@@ -45,6 +58,15 @@ def check_sparsity(sparsity) -> float:
     return value
 
 
+def check_keep(keep) -> int | None:
+    """Return ``keep`` (kept keys per row) as a positive int, or None; raise ``ValueError`` otherwise."""
+    if keep is None:
+        return None
+    if isinstance(keep, bool) or not isinstance(keep, numbers.Integral) or keep < 1:
+        raise ValueError(f"keep must be a positive integer (keys kept per query row) or None, got {keep!r}")
+    return int(keep)
+
+
 def check_granularity(granularity) -> str:
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
@@ -64,21 +86,28 @@ def topk_keep_mask(
     granularity: str = "row",
     query_mask: torch.Tensor | None = None,
     count_padding: bool = False,
+    keep: int | None = None,
 ) -> torch.Tensor:
     """Boolean mask of the entries that ``topk_softmax`` keeps (same shape as ``scores``).
 
     Arguments are those of :func:`topk_softmax`.  Rows of padded queries keep every real key.
     """
-    sparsity = check_sparsity(sparsity)
+    # A 0-d tensor ratio (checked by its owner) is how adaptive ratios reach a torch.compile graph.
+    # Under torch.compile a ratio may arrive as a symbolic float: it was checked by its CrispConfig.
+    held = isinstance(sparsity, torch.Tensor)
+    sparsity = sparsity if held or torch.compiler.is_compiling() else check_sparsity(sparsity)
     check_granularity(granularity)
+    fixed = check_keep(keep)
+    if fixed is not None and (held or sparsity != 0.0 or granularity != "row"):
+        raise ValueError("keep=k fixes the kept keys per query row: give it with sparsity=0 and granularity='row'")
     shape = scores.shape
-    real = _broadcast_mask(key_mask, shape, scores.device)  # [..., Lq, Lk] True = real key
-    if sparsity == 0.0:
+    real = as_key_mask(key_mask, shape, scores.device)  # [..., Lq, Lk] True = real key
+    if not held and sparsity == 0.0 and fixed is None:
         return real
     with torch.no_grad():
         candidates = torch.ones_like(real) if count_padding else real
         if granularity == "row":
-            keep = _row_topk(scores, candidates, sparsity)
+            keep = _row_topk(scores, candidates, sparsity, fixed)
         else:
             qmask = _query_mask(query_mask, real, shape)
             keep = _head_prune(scores, candidates & qmask[..., :, None], sparsity)
@@ -97,6 +126,7 @@ def topk_softmax(
     *,
     query_mask: torch.Tensor | None = None,
     count_padding: bool = False,
+    keep: int | None = None,
 ) -> torch.Tensor:
     """Softmax over the top-scoring keys only.
 
@@ -106,8 +136,10 @@ def topk_softmax(
         Raw attention scores (already scaled), any floating dtype.
     sparsity : float in [0, 1)
         Fraction of real entries to prune. 0 gives exactly the ordinary masked softmax.
-    key_mask : bool Tensor broadcastable to ``scores``, optional
-        True for real keys, False for padding (e.g. ``[B, 1, 1, L_k]`` or ``[B, 1, L_q, L_k]``).
+    key_mask : bool Tensor, optional
+        True for real keys, False for padding: of ``scores``' number of dimensions and broadcastable
+        to it (``[B, 1, 1, L_k]``, ``[B, 1, L_q, L_k]``), or the tokenizer's 2-D ``[B, L_k]`` (bool,
+        or integer 0/1), or 1-D ``[L_k]``. See the module docstring.
     granularity : ``"row"`` or ``"head"``
         Where the top-k is taken; see the module docstring.
     query_mask : bool Tensor broadcastable to ``scores.shape[:-1]``, optional
@@ -115,6 +147,9 @@ def topk_softmax(
         (``L_q == L_k``), its own position is a real key.
     count_padding : bool
         Let padding keys compete in the top-k (the paper's pad-to-max-length setup).
+    keep : int, optional
+        Keep exactly ``min(keep, n)`` keys in each row of ``n`` real keys (needs ``sparsity=0``,
+        ``granularity="row"``).
 
     Returns
     -------
@@ -122,8 +157,8 @@ def topk_softmax(
     each row with at least one real key of finite score, exactly 0 elsewhere. Rows with no real
     key are all 0.
     """
-    keep = topk_keep_mask(scores, sparsity, key_mask, granularity, query_mask, count_padding)
-    return masked_softmax(scores, keep)
+    kept = topk_keep_mask(scores, sparsity, key_mask, granularity, query_mask, count_padding, keep)
+    return masked_softmax(scores, kept)
 
 
 def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -133,7 +168,8 @@ def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """
     work = scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
     work = work.masked_fill(~keep, -math.inf)  # [..., Lq, Lk]; autograd keeps only the bool mask
-    if torch.isfinite(work.detach().amax(dim=-1)).all():  # usual case: every row has a finite best score
+    # Under torch.compile always take the guarded path below (same values, no data-dependent branch).
+    if not torch.compiler.is_compiling() and torch.isfinite(work.detach().amax(dim=-1)).all():
         return torch.softmax(work, dim=-1).to(scores.dtype)
     # Rare rows: +inf scores (float16 overflow) become the largest finite value and share the row's
     # mass instead of giving inf - inf = NaN; rows with nothing finite kept come out as zeros.
@@ -146,11 +182,32 @@ def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _broadcast_mask(key_mask, shape, device) -> torch.Tensor:
+def as_key_mask(key_mask, shape, device) -> torch.Tensor:
+    """``key_mask`` expanded to ``shape`` (``[..., L_q, L_k]``), read as the module docstring says."""
     if key_mask is None:
         return torch.ones(shape, dtype=torch.bool, device=device)
+    if not isinstance(key_mask, torch.Tensor):
+        raise ValueError(f"key_mask must be a bool tensor or None, got {type(key_mask).__name__}")
+    ndim = len(shape)
     if key_mask.dtype != torch.bool:
-        raise ValueError(f"key_mask must be a bool tensor (True = real key), got dtype {key_mask.dtype}")
+        if key_mask.ndim == 2 and not key_mask.dtype.is_floating_point and not key_mask.dtype.is_complex:
+            key_mask = key_mask != 0  # the tokenizer's integer [B, L_k] mask (1 = real token)
+        else:
+            raise ValueError(f"key_mask must be a bool tensor (True = real key), got dtype {key_mask.dtype}")
+    if key_mask.ndim == 2 and ndim >= 3:  # the tokenizer's [B, L_k]: batch first, keys last
+        if key_mask.shape[-1] != shape[-1] or key_mask.shape[0] not in (1, shape[0]):
+            raise ValueError(
+                f"a 2-D key_mask is read as [batch, keys]; shape {tuple(key_mask.shape)} does not fit scores "
+                f"of shape {tuple(shape)} (batch {shape[0]}, keys {shape[-1]})"
+            )
+        key_mask = key_mask.reshape(key_mask.shape[0], *([1] * (ndim - 2)), shape[-1])
+    elif key_mask.ndim == 1:
+        key_mask = key_mask.reshape(*([1] * (ndim - 1)), -1)
+    elif key_mask.ndim != ndim:
+        raise ValueError(
+            f"key_mask of shape {tuple(key_mask.shape)} is ambiguous for scores of shape {tuple(shape)}: give "
+            f"it with {ndim} dimensions (e.g. [B, 1, 1, L_k] or [B, 1, L_q, L_k]), as [B, L_k], or as [L_k]"
+        )
     try:
         return key_mask.expand(shape)
     except RuntimeError as err:
@@ -167,14 +224,19 @@ def _query_mask(query_mask, real, shape) -> torch.Tensor:
     return torch.ones(shape[:-1], dtype=torch.bool, device=real.device)
 
 
-def _row_topk(scores, candidates, sparsity) -> torch.Tensor:
-    """Keep the k best candidate keys of each row, k from the number of candidates in the row."""
-    k = kept_per_row(candidates.sum(dim=-1), sparsity)  # [..., Lq]
-    k_max = int(k.max()) if k.numel() else 0
+def _row_topk(scores, candidates, sparsity, fixed=None) -> torch.Tensor:
+    """Keep the k best candidate keys of each row, k from the number of candidates in the row
+    (or ``min(fixed, n)`` when a fixed count is given)."""
+    n = candidates.sum(dim=-1)  # [..., Lq]
+    k = kept_per_row(n, sparsity) if fixed is None else n.clamp(max=fixed)
+    ranked = scores.detach().masked_fill(~candidates, -math.inf)
+    if torch.compiler.is_compiling():  # no .item(): the largest k a row of this width can have
+        k_max = _k_bound(scores.shape[-1], sparsity, fixed)
+    else:
+        k_max = int(k.max()) if k.numel() else 0
     keep = torch.zeros_like(candidates)
     if k_max == 0:
         return keep
-    ranked = scores.detach().masked_fill(~candidates, -math.inf)
     # NaN-free ordering: -inf scores sort last among candidates, non-candidates are -inf too but
     # rank < k <= n never reaches them unless candidates themselves score -inf (ties, arbitrary).
     idx = ranked.topk(k_max, dim=-1, sorted=True).indices  # [..., Lq, k_max]
@@ -183,12 +245,28 @@ def _row_topk(scores, candidates, sparsity) -> torch.Tensor:
     return keep & candidates
 
 
+def _k_bound(width, sparsity, fixed):
+    """Largest ``k`` any row of ``width`` keys can keep (``n - floor(s*n)`` grows with ``n``); a
+    ratio held in a tensor (adaptive under torch.compile) may be anything, so then ``width``."""
+    if fixed is not None:
+        return min(fixed, width)
+    if isinstance(sparsity, torch.Tensor):
+        return width
+    return width - math.floor(width * sparsity)  # >= the true bound (no eps), >= 1 for s < 1; no max(): no guard
+
+
 def _head_prune(scores, valid, sparsity) -> torch.Tensor:
     """Prune the floor(s*N) lowest valid entries of each (…, head) matrix; returns what is kept."""
     lead = valid.shape[:-2]
     flat_valid = valid.reshape(*lead, -1)  # [..., Lq*Lk]
     n = flat_valid.sum(dim=-1)  # [...]
     n_prune = torch.floor(n.to(torch.float64) * sparsity + _EPS).to(n.dtype)
+    if torch.compiler.is_compiling():  # static shapes: rank every entry, no .item()
+        flat = scores.detach().reshape(*lead, -1).masked_fill(~flat_valid, math.inf)
+        idx = flat.argsort(dim=-1, stable=True)  # lowest first
+        rank = torch.arange(flat.shape[-1], device=scores.device)
+        prune = torch.zeros_like(flat_valid).scatter_(-1, idx, rank < n_prune[..., None])
+        return (flat_valid & ~prune).reshape(valid.shape)
     m_max = int(n_prune.max()) if n_prune.numel() else 0
     if m_max == 0:
         return valid

@@ -306,3 +306,82 @@ def padding_epoch(frame: pd.DataFrame, sentences: int = 67349,
     out = pd.DataFrame({"dynamic_s": per["sst2"] * sentences / 1000, "pad512_s": per["sst2-pad512"] * sentences / 1000})
     out["pad512_over_dynamic"] = out.pad512_s / out.dynamic_s
     return out.reset_index()
+
+
+# --- torch.compile: compiled vs eager Crisp training step -----------------------------------------
+
+
+def run_compiled(shapes=("minilm",), settings=None, repeats: int = 5, warmup: int = 1, device: str = "auto",
+                 sst2_lengths=None, config: CrispConfig | None = None, progress: bool = True,
+                 backend: str = "inductor", with_dense: bool = True) -> pd.DataFrame:
+    """Training step (forward + backward) of Crisp ``config`` (default 0.8 row uniform, statistics on)
+    run eagerly and through ``torch.compile(model, dynamic=True)``, and of dense eager attention,
+    eagerly and compiled (``with_dense``: tells what compiling costs or saves without Crisp).
+
+    Same model (shared weights), variants interleaved in a fresh random order each round as in
+    :func:`run`. ``compile_s`` is the first compiled step (compilation included, not in the
+    medians); ``graph_breaks`` counts the graph breaks Dynamo met while compiling (all batch widths,
+    dynamic shapes) and ``recompiles`` the graphs compiled after the first step. (A batch so short
+    that its rows keep at most one key, e.g. width <= 5 at 0.8, compiles one more graph, once.) One row per (shape, setting, variant).
+    """
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    from tqdm.auto import tqdm
+
+    config = config or CrispConfig("x", 0.8)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    settings = settings or {"sst2": ("sst2", 64, 4), "L128": (128, 16, 1)}
+    rows = []
+    for shape, setting in tqdm([(sh, st) for sh in shapes for st in settings], disable=not progress, desc="compile"):
+        lengths, batch_size, n_batches = settings[setting]
+        if isinstance(lengths, str):
+            if lengths != "sst2" or sst2_lengths is None:
+                raise ValueError(f"setting {setting!r} needs sst2_lengths (a sample of tokenized SST-2 lengths)")
+            lengths = sst2_lengths
+        torch.manual_seed(0)
+        model = build_model(shape).to(device).train()
+        batches = make_batches(lengths, batch_size, n_batches, device=device)
+        enable(model, config)
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = torch.compile(model, dynamic=True, backend=backend)
+        compile_s = {"compiled-crisp": _step(compiled, batches, True, device)}  # compiles every batch width once
+        if with_dense:  # the same compiled model with eager dense attention: what compiling does without Crisp
+            model.set_attn_implementation("eager")
+            compile_s["compiled-dense"] = _step(compiled, batches, True, device)
+            model.set_attn_implementation("crisp")
+        _step(compiled, batches, True, device)  # transformers sets config.problem_type on its first call
+        graphs_after_first = counters["stats"]["unique_graphs"]
+        runners = {"eager-dense": (model, "eager"), "eager-crisp": (model, config), "compiled-crisp": (compiled, config)}
+        if with_dense:
+            runners["compiled-dense"] = (compiled, "eager")
+        times = {name: [] for name in runners}
+        order = np.random.default_rng(1)
+        for r in range(warmup + repeats):
+            for i in order.permutation(len(runners)):
+                name = list(runners)[i]
+                runner, use = runners[name]
+                if use == "eager":
+                    model.set_attn_implementation("eager")
+                else:
+                    model.set_attn_implementation("crisp")
+                t = _step(runner, batches, True, device)
+                if r >= warmup:
+                    times[name].append(t)
+        recompiles = counters["stats"]["unique_graphs"] - graphs_after_first
+        breaks = sum(counters["graph_break"].values())  # every break Dynamo met while compiling, any module
+        eager_crisp = np.array(times["eager-crisp"])
+        for name in runners:
+            t = np.array(times[name])
+            rows.append({
+                "model_shape": shape, "setting": setting, "batch_size": batch_size, "batches": n_batches,
+                "variant": name, "config": config.to_dict(), "median_s": float(np.median(t)),
+                "repeats": repeats, "ratio_to_eager_crisp": float(np.median(t) / np.median(eager_crisp)),
+                "paired_ratio_to_eager_crisp": float(np.median(t / eager_crisp)),
+                "compile_s": compile_s.get(name),
+                "graph_breaks": breaks if name.startswith("compiled") else None,
+                "backend": backend, "device": device, "threads": torch.get_num_threads(),
+                "recompiles": recompiles if name.startswith("compiled") else None,
+            })
+        del model, compiled
+    return pd.DataFrame(rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from .configs import CONFIGS
 from .data import DataError
@@ -157,6 +158,18 @@ def cmd_bench(args) -> int:
         settings = {"sst2": ("sst2", 8, 1), "L32": (32, 2, 1)} if sst2 is not None else {"L32": (32, 2, 1)}
     if sst2 is None:
         settings = {k: v for k, v in settings.items() if not k.startswith("sst2")}
+    if args.compile:  # compiled vs eager Crisp training step (fixed lengths and/or SST-2 lengths)
+        settings = {k: v for k, v in settings.items() if k in ("sst2", "L128")} or settings
+        frame = bench.run_compiled(shapes, settings, repeats=args.repeats, warmup=args.warmup, sst2_lengths=sst2)
+        # its own folder: the cost chapter reads every data/bench/bench-*.csv as a variant table
+        path = bench.write(frame, str(Path(args.output) / "compile"), tag=args.tag or "compile",
+                           extra={"settings": {k: list(map(str, v)) for k, v in settings.items()}, "repeats": args.repeats,
+                                  "warmup": args.warmup, "lengths": args.lengths or None,
+                                  "lengths_train_sentences": None if sst2 is None else int(len(sst2))})
+        print(frame[["model_shape", "setting", "variant", "median_s", "paired_ratio_to_eager_crisp", "compile_s",
+                     "graph_breaks", "recompiles"]].round(3).to_string(index=False))
+        print(f"written: {path}")
+        return 0
     only = [v.strip() for v in args.variants.split(",") if v.strip()] or None
     bench.select_variants(only)  # a bad name fails here, before any timing
     frame = bench.run(shapes, settings, repeats=args.repeats, warmup=args.warmup, sst2_lengths=sst2, only=only)
@@ -260,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tag", default="", help="suffix of the results file name, to keep several benchmark runs")
     b.add_argument("--quick", action="store_true", help="tiny sizes: checks that it works, measures nothing")
     b.add_argument("--profile", action="store_true", help="also write a torch.profiler table of a Crisp training step")
+    b.add_argument("--compile", action="store_true",
+                   help="time Crisp 0.8 training steps eager vs torch.compile (settings sst2 and L128 only; written to <output>/compile/)")
     b.add_argument("--output", default="data/bench", help="results folder")
     b.set_defaults(func=cmd_bench)
     return parser

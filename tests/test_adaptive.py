@@ -49,3 +49,33 @@ def test_uniform_controller_never_moves():
     ctl.observe(1, torch.tensor(0.9))
     ctl.step()
     assert ctl.ratios == [0.8, 0.8]
+
+
+def test_adaptive_ratios_under_torch_compile_move_without_recompiling():
+    """Under torch.compile the ratios reach the graph as a tensor updated in place: new ratios
+    every step, no new graph, and no graph break inside the attention rule."""
+    import numpy as np
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    import crisp
+    from crisp import bench
+
+    torch.manual_seed(0)
+    model = bench.build_model("tiny").train()
+    state = crisp.enable(model, crisp.CONFIGS["aggressive_sparse"])
+    batch = bench.make_batches(np.array([5, 9, 12]), 3, 1)[0]
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(lambda b: model(**b).loss)(batch).graph_break_count == 0
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, dynamic=True, backend="eager")
+    compiled(**batch)
+    compiled(**batch)  # transformers sets config.problem_type on the first call: one recompile there
+    graphs, seen = counters["stats"]["unique_graphs"], [list(state.controller.ratios)]
+    for _ in range(3):
+        compiled(**batch)
+        seen.append(list(state.controller.ratios))
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert all(a != b for a, b in zip(seen, seen[1:]))
+    assert all(abs(sum(r) / len(r) - 0.8) < 1e-6 for r in seen)

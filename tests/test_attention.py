@@ -220,3 +220,57 @@ def test_positive_infinity_takes_the_mass_instead_of_nan():
     mask = torch.tensor([False, False, True, True]).view(1, 1, 1, 4)
     probs = topk_softmax(scores, 0.0, mask, "row")
     assert torch.equal(probs.float(), torch.tensor([[[[0.0, 0.0, 1.0, 0.0]]]]))
+
+
+# --- issue 15: mask shapes, keep=k, compile ------------------------------------------------------
+
+
+def test_two_d_key_mask_is_batch_by_keys_even_when_batch_equals_length():
+    """A tokenizer mask [B, L_k] with B == L_k must not be read as a [L_q, L_k] mask."""
+    scores = torch.randn(4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    tokens = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]])
+    probs = topk_softmax(scores, 0.0, key_mask=tokens)  # integer 0/1 accepted in 2-D
+    assert (probs.masked_select(~tokens.bool()[:, None, None, :].expand_as(probs)) == 0).all()
+    torch.testing.assert_close(probs, topk_softmax(scores, 0.0, key_mask=tokens.bool()[:, None, None, :]))
+    with pytest.raises(ValueError, match="ambiguous"):
+        topk_softmax(scores, 0.0, key_mask=tokens.bool()[:, None, :])  # 3-D for 4-D scores
+    with pytest.raises(ValueError, match="batch, keys"):
+        topk_softmax(scores, 0.0, key_mask=torch.ones(3, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("k", [1, 3, 50])
+def test_keep_k_keeps_min_k_n_keys_per_row(k):
+    scores = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(1))
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3]).view(2, 1, 1, 7)
+    probs = topk_softmax(scores, 0.0, mask, keep=k)
+    kept = (probs > 0).sum(-1)
+    assert (kept[0] == min(k, 7)).all() and (kept[1] == min(k, 4)).all()
+    with pytest.raises(ValueError, match="keep"):
+        topk_softmax(scores, 0.5, mask, keep=2)
+    with pytest.raises(ValueError, match="positive integer"):
+        topk_softmax(scores, 0.0, mask, keep=0)
+
+
+def test_config_per_layer_and_keep_validation():
+    from crisp import CrispConfig
+
+    c = CrispConfig("x", [0.2, 0.4])
+    assert c.sparsity == (0.2, 0.4) and c.to_dict()["sparsity"] == [0.2, 0.4] and CrispConfig.from_dict(c.to_dict()) == c
+    assert CrispConfig().to_dict()["keep"] is None and CrispConfig().to_dict()["cross_attention"] is False
+    for bad in (dict(sparsity=[0.2, 1.5]), dict(sparsity=[]), dict(sparsity=[0.2], strategy="adaptive"),
+                dict(keep=4, sparsity=0.5), dict(keep=4, granularity="head"), dict(keep=-1)):
+        with pytest.raises(ValueError):
+            CrispConfig("x", **bad)
+
+
+@pytest.mark.parametrize("granularity", ["row", "head"])
+def test_compiled_rule_has_no_graph_break_and_matches_eager(granularity):
+    import torch._dynamo
+
+    scores = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(2))
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2]).view(2, 1, 1, 6)
+    fn = lambda s, m: topk_softmax(s, 0.5, m, granularity)  # noqa: E731
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(fn)(scores, mask)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    torch.testing.assert_close(torch.compile(fn, backend="eager")(scores, mask), fn(scores, mask))

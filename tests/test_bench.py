@@ -116,3 +116,14 @@ def test_extra_saved_per_layer_in_units_of_one_float32_attention_tensor():
     extra = bench.extra_saved_per_layer(frame).set_index("variant").extra_per_layer_in_BHLL_fp32
     assert extra.to_dict() == {"eager": 0.0, "crisp-0.8-row-uniform": 0.5, "crisp-0.8-row-adaptive": 2.0}
     assert bench.extra_saved_per_layer(frame[frame.setting == "sst2"]).empty
+
+
+def test_compiled_run_reports_no_graph_break_and_no_recompile():
+    """The compile benchmark runs (backend 'eager': seconds); a check that it works, not a timing."""
+    # widths >= 6: at 0.8 a width of 5 or less keeps at most 1 key, which compiles one more graph (once)
+    frame = bench.run_compiled(("tiny",), {"var": (np.array([6, 9, 12]), 3, 2)}, repeats=1, warmup=0,
+                               progress=False, backend="eager")
+    assert set(frame.variant) == {"eager-dense", "eager-crisp", "compiled-crisp", "compiled-dense"}
+    compiled = frame[frame.variant.str.startswith("compiled")]
+    assert (compiled.graph_breaks == 0).all() and (compiled.recompiles == 0).all()
+    assert (frame.median_s > 0).all()

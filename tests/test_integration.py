@@ -112,7 +112,7 @@ def test_entropy_recording_only_when_asked():
 def test_enable_rejects_bad_arguments():
     with pytest.raises(TypeError, match="CrispConfig"):
         crisp.enable(tiny("bert"), "baseline")
-    with pytest.raises(ValueError, match="no BERT"):
+    with pytest.raises(ValueError, match="AttentionInterface"):
         crisp.enable(torch.nn.Linear(2, 2), crisp.CONFIGS["baseline"])
 
 
@@ -122,3 +122,25 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown configuration 'nope'"):
         crisp.get_config("nope")
     assert crisp.get_config("uniform_sparse", granularity="head").granularity == "head"
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "bert"])
+@pytest.mark.parametrize("name", list(crisp.CONFIGS))
+def test_paper_configs_prune_first_layer_scores_as_topk_softmax(kind, name):
+    """Pins the paper path: layer 0's Crisp probabilities are topk_softmax of its dense scores with the
+    [B, 1, 1, L] padding mask (row granularity, first batch: every layer at the target ratio).
+    Dense log-probabilities are the scores up to a per-row constant, which changes neither the
+    row's top-k nor its softmax."""
+    ids, mask = batch()
+    model = tiny(kind)
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        dense = model(input_ids=ids, attention_mask=mask, output_attentions=True).attentions[0].double()
+    crisp.enable(model, crisp.CONFIGS[name])
+    with torch.no_grad():
+        got = model(input_ids=ids, attention_mask=mask, output_attentions=True).attentions[0].double()
+    key_mask = mask.bool()[:, None, None, :]
+    scores = torch.log(dense.clamp_min(1e-300)).masked_fill(~key_mask, 0.0)
+    expected = crisp.topk_softmax(scores, crisp.CONFIGS[name].sparsity, key_mask)
+    real_rows = key_mask.transpose(-1, -2).expand_as(got)  # padded query rows are not compared
+    torch.testing.assert_close(got[real_rows], expected[real_rows], atol=1e-6, rtol=0)

@@ -1,0 +1,144 @@
+"""What Crisp attention holds at run time: per-layer ratios, the rule for one layer, statistics.
+
+One :class:`CrispState` is shared by every Crisp attention layer of a model (``crisp.enable``
+creates it). ``attend`` applies :func:`crisp.attention.topk_keep_mask` with the layer's current
+ratio and records what the caller asked for.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .adaptive import SparsityController
+from .attention import masked_softmax, topk_keep_mask
+from .configs import CrispConfig
+
+
+class CrispState:
+    """What Crisp attention needs at run time, shared by every attention layer of one model.
+
+    Holds the sparsity controller (each layer's current ratio) and the statistics it records:
+    realized sparsity per layer over real entries (always, cheap), and per-head entropy of the
+    dense and of the sparse distribution (only while ``record_entropy`` is True).
+    """
+
+    def __init__(self, config: CrispConfig, n_layers: int, n_heads: int):
+        if not isinstance(config, CrispConfig):
+            raise TypeError(f"config must be a crisp.CrispConfig, got {type(config).__name__}")
+        self.config = config
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.controller = SparsityController(config, n_layers)
+        self.record_sparsity = True  # realized sparsity of training batches (cheap)
+        self.record_eval = False  # ... and of evaluation batches too
+        self.record_entropy = False  # per-head entropies (an analysis pass; implies record_eval)
+        self.reset_stats()
+
+    # -- statistics ----------------------------------------------------------------------------
+    def reset_stats(self) -> None:
+        self.kept = [0.0] * self.n_layers  # kept real entries, summed over forwards
+        self.real = [0.0] * self.n_layers  # real entries (real query x real key)
+        self.ratio_sum = [0.0] * self.n_layers  # target ratio, summed over training forwards
+        self.forwards = [0] * self.n_layers
+        self.entropy_dense = torch.zeros(self.n_layers, self.n_heads, dtype=torch.float64)
+        self.entropy_sparse = torch.zeros(self.n_layers, self.n_heads, dtype=torch.float64)
+        self.entropy_rows = torch.zeros(self.n_layers, self.n_heads, dtype=torch.float64)
+        # Under torch.compile the counts go to one tensor (kept, real, ratio sum, forwards) x layer,
+        # updated in place: Python numbers updated inside a compiled graph would force recompiles.
+        self.compiled_counts = None
+
+    def sparsity_summary(self) -> list[dict]:
+        """Per layer: mean target ratio and realized sparsity over real entries since the last reset."""
+        rows = []
+        extra = torch.zeros(4, self.n_layers, dtype=torch.float64) if self.compiled_counts is None else self.compiled_counts.cpu()
+        for layer in range(self.n_layers):
+            forwards = self.forwards[layer] + float(extra[3, layer])
+            ratio_sum = self.ratio_sum[layer] + float(extra[2, layer])
+            target = ratio_sum / forwards if forwards else self.controller.ratios[layer]
+            if self.config.keep is not None:
+                target = float("nan")  # a fixed count per row has no target fraction
+            kept, real = float(self.kept[layer]) + float(extra[0, layer]), float(self.real[layer]) + float(extra[1, layer])
+            realized = 1.0 - kept / real if real else float("nan")
+            rows.append({"layer": layer, "target_sparsity": target, "realized_sparsity": realized})
+        return rows
+
+    def entropy_summary(self) -> list[dict]:
+        """Per layer and head: mean entropy (nats) over real query rows, dense and sparse."""
+        rows = []
+        for layer in range(self.n_layers):
+            for head in range(self.n_heads):
+                n = float(self.entropy_rows[layer, head])
+                rows.append({
+                    "layer": layer,
+                    "head": head,
+                    "entropy_dense": float(self.entropy_dense[layer, head]) / n if n else float("nan"),
+                    "entropy_sparse": float(self.entropy_sparse[layer, head]) / n if n else float("nan"),
+                    "rows": int(n),
+                })
+        return rows
+
+    # -- the attention rule for one layer --------------------------------------------------------
+    def attend(self, layer: int, scores: torch.Tensor, key_mask, training: bool) -> torch.Tensor:
+        cfg = self.config
+        if torch.compiler.is_compiling() and self.controller.adaptive:
+            ratio = self.controller.ratio_tensor(scores.device)[layer]  # a tensor: new ratios, no recompile
+        else:
+            ratio = self.controller.ratios[layer]
+        keep = topk_keep_mask(scores, ratio, key_mask, cfg.granularity, count_padding=cfg.paper_padding, keep=cfg.keep)
+        probs = masked_softmax(scores, keep)
+        measure = self.controller.adaptive and training
+        count = self.record_sparsity and (training or self.record_eval or self.record_entropy)
+        if count or measure or self.record_entropy:  # otherwise (e.g. plain evaluation) nothing is recorded
+            self._record(layer, scores, key_mask, keep, probs, ratio, training, measure, count)
+        return probs
+
+    @torch.no_grad()
+    def _record(self, layer, scores, key_mask, keep, probs, ratio, training, measure, count):
+        shape = scores.shape  # [B, H, Lq, Lk]
+        real = keep.new_ones(()).expand(shape) if key_mask is None else key_mask.expand(shape)
+        qreal = real.diagonal(dim1=-2, dim2=-1) if shape[-1] == shape[-2] else real.any(-1)  # [B, H, Lq]
+        rows = qreal & real.any(-1)
+        if count and torch.compiler.is_compiling():
+            valid = real & rows[..., None]
+            if self.compiled_counts is None or self.compiled_counts.device != scores.device:
+                self.compiled_counts = torch.zeros(4, self.n_layers, dtype=torch.float64, device=scores.device)
+            self.compiled_counts[0, layer] += (keep & valid).sum()
+            self.compiled_counts[1, layer] += valid.sum()
+            if training:
+                self.compiled_counts[2, layer] += ratio
+                self.compiled_counts[3, layer] += 1
+        elif count:
+            valid = real & rows[..., None]
+            self.kept[layer] += (keep & valid).sum()  # tensors: no device sync per forward
+            self.real[layer] += valid.sum()
+            if training:
+                self.ratio_sum[layer] += ratio
+                self.forwards[layer] += 1
+        if not (measure or self.record_entropy):
+            return
+        dense = masked_softmax(scores, real).float()
+        h_dense = _entropy(dense)  # [B, H, Lq]
+        if measure:
+            n = real.sum(-1).float()  # [B, H, Lq]
+            usable = rows & (n > 1)
+            norm = h_dense / torch.log(n.clamp_min(2.0))
+            if torch.compiler.is_compiling():  # same value without a data-dependent branch
+                mean = torch.where(usable, norm, 0.0).sum() / usable.sum().clamp_min(1)
+                conc = torch.where(usable.any(), 1.0 - mean, 0.0)
+            else:
+                conc = 1.0 - norm[usable].mean() if usable.any() else torch.tensor(0.0)
+            self.controller.observe(layer, conc)
+        if self.record_entropy:
+            if h_dense.shape[1] > self.n_heads:
+                raise ValueError(f"layer {layer} has {h_dense.shape[1]} heads, the state was built for {self.n_heads}")
+            h_sparse = _entropy(probs.float())
+            w = rows.to(torch.float64)
+            heads = h_dense.shape[1]
+            self.entropy_dense[layer, :heads] += (h_dense.double() * w).sum(dim=(0, 2)).cpu()
+            self.entropy_sparse[layer, :heads] += (h_sparse.double() * w).sum(dim=(0, 2)).cpu()
+            self.entropy_rows[layer, :heads] += w.sum(dim=(0, 2)).cpu()
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) over the last axis, with 0 log 0 = 0."""
+    return -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
