@@ -45,7 +45,16 @@ def readings_fact(readings: pd.DataFrame) -> dict:
         raise ValueError("the readings table has no mask-first pad-to-512 rows with a realized sparsity")
     return dict(max_by_reading=mf.groupby("reading")["realized_sparsity"].max().to_dict(),
                 targets=sorted(float(t) for t in mf["sparsity"].unique()),
-                splits=sorted(mf["split"].unique().tolist()), max=float(mf["realized_sparsity"].max()))
+                splits=sorted(mf["split"].unique().tolist()), max=float(mf["realized_sparsity"].max()),
+                sentences={split: int(g["sentences"].min()) for split, g in mf.groupby("split")} if "sentences" in mf else {})
+
+
+def _measured(fact: dict) -> str:
+    """``80 dev and 32 train sentences`` (or the split names, when the table has no sentence counts)."""
+    counts = fact.get("sentences") or {}
+    if not counts:
+        return ", ".join(fact["splits"])
+    return " and ".join(f"{counts[s]} {s}" for s in fact["splits"] if s in counts) + " sentences padded to 512"
 
 
 def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: str, seeds: list,
@@ -122,7 +131,7 @@ def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: 
         if fact["max"] < NO_PRUNING:
             text.append(f"Under the mask-first pad-to-512 reading of the paper (the padding mask written into the "
                         f"scores before the threshold), the realized sparsity over real (query, key) pairs measured on "
-                        f"{model} ({', '.join(fact['splits'])}) is at most {100 * fact['max']:.2g}% at targets {targets}: "
+                        f"{model} ({_measured(fact)}) is at most {100 * fact['max']:.2g}% at targets {targets}: "
                         f"no real key is pruned, so the paper's sparse models would be its dense model and its Table 1 "
                         f"gains differences between single runs of one model.")
         else:

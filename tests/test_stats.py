@@ -458,6 +458,7 @@ def test_verdict_states_what_the_mask_first_reading_implies():
                    readings=_readings(0.0))
     assert "Under the mask-first pad-to-512 reading" in text and "no real key is pruned" in text
     assert "at targets 60% and 80%" in text and "its dense model" in text
+    assert "(872 dev sentences padded to 512)" in text  # how much was measured, from the table
     pruned = verdict(_boot("dev"), NULL, {}, model="minilm", protocol="full", seeds=[0], reading=READING,
                      readings=_readings(0.3))
     assert "reaches 30.0%" in pruned and "does prune real keys" in pruned and "no real key" not in pruned
