@@ -114,15 +114,18 @@ def _worker(cfg: TrainConfig, notebooks: bool, threads: int | None) -> float:
     return time.perf_counter() - started
 
 
-def run_plan(plan: list[TrainConfig], workers: int = 1, notebooks: bool = False, out=None) -> list[Outcome]:
-    """Run every config of ``plan``; ``workers`` at a time in separate processes when ``workers > 1``.
-
-    Prints one line per run to ``out`` (default stdout) and returns an :class:`Outcome` per run.
-    """
-    out = out or sys.stdout
+def check_workers(workers) -> None:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    say = lambda text: print(text, file=out, flush=True)  # noqa: E731
+
+
+def _printer(out):
+    out = out or sys.stdout
+    return lambda text: print(text, file=out, flush=True)
+
+
+def triage(plan: list[TrainConfig], say) -> tuple[list[Outcome], list[tuple[str, TrainConfig]]]:
+    """Finished runs (skipped, unless ``overwrite``) as outcomes, and the ``(head, config)`` pairs still to run."""
     outcomes, todo = [], []
     for number, cfg in enumerate(plan, 1):
         head = _head(number, len(plan), cfg)
@@ -131,6 +134,17 @@ def run_plan(plan: list[TrainConfig], workers: int = 1, notebooks: bool = False,
             outcomes.append(Outcome(head, "skipped"))
         else:
             todo.append((head, cfg))
+    return outcomes, todo
+
+
+def run_plan(plan: list[TrainConfig], workers: int = 1, notebooks: bool = False, out=None) -> list[Outcome]:
+    """Run every config of ``plan``; ``workers`` at a time in separate processes when ``workers > 1``.
+
+    Prints one line per run to ``out`` (default stdout) and returns an :class:`Outcome` per run.
+    """
+    check_workers(workers)
+    say = _printer(out)
+    outcomes, todo = triage(plan, say)
     if workers == 1:
         for head, cfg in todo:
             outcomes.append(_sequential(head, cfg, notebooks, say))

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import results
-from .grid import LOG_NAME, Outcome, RunBusyError, _head, _worker
+from .grid import LOG_NAME, Outcome, RunBusyError, _printer, _worker, check_workers, triage
 from .train import TrainConfig
 
 LAUNCHERS = ("local", "slurm")
@@ -63,19 +61,10 @@ def submit(plan: list[TrainConfig], launcher: str, workers: int = 1, notebooks: 
     """
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    out = out or sys.stdout
-    say = lambda text: print(text, file=out, flush=True)  # noqa: E731
+    check_workers(workers)
+    say = _printer(out)
     options = options or JobOptions()
-    outcomes, todo = [], []
-    for number, cfg in enumerate(plan, 1):
-        head = _head(number, len(plan), cfg)
-        if results.is_finished(cfg.folder) and not cfg.overwrite:
-            say(f"{head}: skipped, finished run in {cfg.folder}")
-            outcomes.append(Outcome(head, "skipped"))
-        else:
-            todo.append((head, cfg))
+    outcomes, todo = triage(plan, say)
     if not todo:
         return outcomes
     executor = _executor(launcher, options, workers)
