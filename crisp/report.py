@@ -90,9 +90,7 @@ class Selection:
         (``baseline-bf16`` is ``baseline`` within the ``cuda-bf16`` selection)."""
         hw = frame["hardware"] if "hardware" in frame else pd.Series("cpu-fp32", index=frame.index)
         mine = frame[(frame["model"] == self.model) & (frame["protocol"] == self.protocol) & (hw == self.hardware)].copy()
-        precision = self.hardware.split("-", 1)[-1]
-        if precision != "fp32":
-            mine["config"] = mine["config"].str.removesuffix(f"-{precision}")
+        mine["config"] = [results.config_within(c, self.hardware) for c in mine["config"]]
         return mine
 
     @property
@@ -177,8 +175,7 @@ def select(root=None, model: str | None = None, protocol: str | None = None, har
     metrics = results.load_metrics(root)
     if metrics.empty:
         raise FileNotFoundError(f"no finished runs under {root}; run `crisp grid` first")
-    metrics = metrics.assign(paper_name=[c.removesuffix(f"-{h.split('-', 1)[-1]}") if not h.endswith("-fp32") else c
-                                         for c, h in zip(metrics["config"], metrics["hardware"])])
+    metrics = metrics.assign(paper_name=[results.config_within(c, h) for c, h in zip(metrics["config"], metrics["hardware"])])
     main = metrics[metrics["paper_name"].isin(CONFIGS)]
     if model:
         main = main[main["model"] == model]

@@ -131,6 +131,12 @@ def hardware(metrics: dict) -> str:
     return f"{kind}-{metrics.get('precision') or 'fp32'}"
 
 
+def config_within(label: str, hardware_name: str) -> str:
+    """A run's config label without its precision suffix (``baseline-bf16`` is ``baseline`` within ``cuda-bf16``)."""
+    precision = hardware_name.split("-", 1)[-1]
+    return label if precision == "fp32" else label.removesuffix(f"-{precision}")
+
+
 def load_metrics(root=DEFAULT_ROOT) -> pd.DataFrame:
     """One row per finished run under ``root``: the flat fields of each ``metrics.json``."""
     rows = []
