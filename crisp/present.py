@@ -1,0 +1,155 @@
+"""How the book shows results: one order and one palette for the four configurations, typeset tables,
+and the few lines every chapter starts with.
+
+Tables are pandas ``Styler`` objects (pandas' own HTML renderer: no extra dependency, rendered by
+Jupyter Book as plain HTML, and the chapters already hold their numbers in DataFrames). They have no
+index column, headers in words with units, intervals as ``89.17 [88.42, 89.93]``, p-values to two
+significant figures, and numbers right-aligned in tabular figures.
+
+Needs the ``book`` extra (matplotlib, seaborn, jinja2, myst-nb) for :func:`chapter` and :func:`glue_*`;
+the formatting helpers need only pandas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import warnings
+
+import pandas as pd
+
+# The paper's four configurations, in the order of its Table 1 by target sparsity, and one colour each
+# (seaborn's colour-blind palette; the dense baseline in grey). Every figure and table of the book uses both.
+CONFIG_ORDER = ("baseline", "light_sparse", "uniform_sparse", "aggressive_sparse")
+CONFIG_COLORS = {
+    "baseline": "#595959",
+    "light_sparse": "#029e73",
+    "uniform_sparse": "#0173b2",
+    "aggressive_sparse": "#d55e00",
+}
+OTHER_COLOR = "#949494"  # anything that is not one of the four (a variant, a reading)
+PAPER_COLOR = "#cc78bc"  # the paper's own numbers (one run each), always drawn as stars
+PAPER_MARKER = dict(marker="*", s=170, color=PAPER_COLOR, edgecolor="black", linewidth=0.5, zorder=5)
+
+_NUMBER = re.compile(r"^\s*[-+−]?(\d|\.\d|nan|inf)", re.I)
+
+
+def order(configs) -> list[str]:
+    """The configurations present, in the book's order (unknown names after the four, alphabetically)."""
+    present = list(dict.fromkeys(configs))
+    return [c for c in CONFIG_ORDER if c in present] + sorted(c for c in present if c not in CONFIG_ORDER)
+
+
+def palette(configs=CONFIG_ORDER) -> dict[str, str]:
+    """Colour of each configuration (seaborn ``palette=``); anything else gets a neutral grey."""
+    return {c: CONFIG_COLORS.get(c, OTHER_COLOR) for c in configs}
+
+
+def ci(mean: float, low: float | None = None, high: float | None = None, *, scale: float = 100,
+       digits: int = 2, sign: bool = False) -> str:
+    """A value with its interval, ``89.17 [88.42, 89.93]`` (fractions times ``scale``: percent by default).
+
+    ``sign`` writes ``+`` on positive numbers (differences). A missing interval (one seed) gives the value alone.
+    """
+    def fmt(x):
+        return f"{scale * x:{'+' if sign else ''}.{digits}f}"
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if low is None or high is None or any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
+        return fmt(mean)
+    return f"{fmt(mean)} [{fmt(low)}, {fmt(high)}]"
+
+
+def pvalue(p: float) -> str:
+    """A p-value to two significant figures (``0.016``, ``0.0033``, ``1.0``); below 0.0001 as ``<0.0001``."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "n/a"
+    if p < 1e-4:
+        return "<0.0001"
+    text = f"{p:.2g}"
+    return text + ".0" if text in ("1", "0") else text
+
+
+def table(frame: pd.DataFrame, columns: dict | None = None, formats: dict | None = None, digits: int = 2,
+          caption: str | None = None):
+    """A typeset table: the ``columns`` (old name -> header in words, in that order), no index column.
+
+    Float columns get ``digits`` decimals unless ``formats`` (header -> format string or function) says
+    otherwise; numbers and number-like strings are right-aligned in tabular figures, words left-aligned.
+    The HTML element ids come from the content, so a rebuild gives the same page.
+    """
+    if columns is not None:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise KeyError(f"table: no column(s) {missing} in {list(frame.columns)}")
+        frame = frame[list(columns)].rename(columns=columns)
+    frame = frame.reset_index(drop=True)
+    formats = dict(formats or {})
+    unknown = [c for c in formats if c not in frame.columns]
+    if unknown:
+        raise KeyError(f"table: formats for unknown column(s) {unknown}")
+    for c in frame.columns:
+        if c not in formats and pd.api.types.is_float_dtype(frame[c]):
+            formats[c] = f"{{:.{digits}f}}"
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+               or frame[c].map(lambda v: isinstance(v, str) and bool(_NUMBER.match(v)) or v == "n/a").all()]
+    words = [c for c in frame.columns if c not in numeric]
+    uid = hashlib.sha1(frame.to_csv().encode() + str(caption).encode()).hexdigest()[:10]
+    styler = frame.style.hide(axis="index").format(formats, na_rep="–").set_uuid(uid)
+    if numeric:
+        styler = styler.set_properties(subset=numeric, **{"text-align": "right", "font-variant-numeric": "tabular-nums",
+                                                          "white-space": "nowrap"})
+    if words:
+        styler = styler.set_properties(subset=words, **{"text-align": "left"})
+    styler = styler.set_table_styles([{"selector": "th", "props": "text-align: center; vertical-align: bottom;"}])
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler
+
+
+def legend_below(fig, ax=None, ncol: int = 2, handles=None, labels=None, **kwargs):
+    """One legend for the figure, centred under the axes, so it never covers data."""
+    if handles is None:
+        handles, labels = (ax or fig.axes[0]).get_legend_handles_labels()
+    for a in fig.axes:
+        if a.get_legend() is not None:
+            a.get_legend().remove()
+    fig.tight_layout()
+    fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, 0.12 + 0.06 * math.ceil(len(handles) / ncol)))
+    return fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, fontsize=9,
+                      bbox_to_anchor=(0.5, 0.0), **kwargs)
+
+
+def glue_num(name: str, value) -> None:
+    """Glue a number for ``{glue:text}`name:.2f``` in the prose (numpy scalars become floats)."""
+    from myst_nb import glue
+    glue(name, float(value), display=False)
+
+
+def glue_text(name: str, text: str) -> None:
+    """Glue a piece of text for ``{glue:text}`name``` in the prose."""
+    from myst_nb import glue
+    glue(name, str(text), display=False)
+
+
+def chapter(model: str | None = None, protocol: str | None = None, hardware: str | None = None,
+            runs: bool = True):
+    """What every chapter starts with: quiet kernel, the book's plot theme, and the runs it reports on.
+
+    Returns ``report.select(...)`` (the reported grid, or the one asked for) and glues its ``label``,
+    which each chapter shows in a note; ``runs=False`` (a chapter that reads no runs) returns None.
+    """
+    warnings.filterwarnings("ignore", message="IProgress not found")  # no ipywidgets in the book's kernel
+    import seaborn as sns
+
+    from . import report
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    pd.set_option("display.precision", 4)
+    if not runs:
+        return None
+    sel = report.select(model=model, protocol=protocol, hardware=hardware)
+    glue_text("label", sel.label)
+    print(sel.label)
+    return sel
