@@ -121,6 +121,39 @@ def legend_below(fig, ax=None, ncol: int = 2, handles=None, labels=None, **kwarg
                       bbox_to_anchor=(0.5, 0.0), **kwargs)
 
 
+def paired_differences(boot: pd.DataFrame, title: str | None = None):
+    """The book's main figure: each sparse configuration minus the dense baseline (mean and 95% interval of the
+    two-level bootstrap, one panel per split) beside the gain the paper claims for it from one run each (stars).
+
+    ``boot``: rows of :func:`crisp.report.bootstrap_table` (``split, config, mean_diff, ci_low, ci_high,
+    claimed_gain``). Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    splits = list(dict.fromkeys(boot["split"]))
+    configs = order(boot["config"])
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 0.8, 0.55 * len(configs) + 1.9),
+                             sharey=True, sharex=True, squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        rows = boot[boot["split"] == split].set_index("config")
+        for y, config in enumerate(configs):
+            if config not in rows.index:
+                continue
+            r = rows.loc[config]
+            ax.errorbar(100 * r.mean_diff, y, xerr=[[100 * (r.mean_diff - r.ci_low)], [100 * (r.ci_high - r.mean_diff)]],
+                        fmt="o", color=CONFIG_COLORS.get(config, OTHER_COLOR), capsize=4, markersize=7, lw=2,
+                        label="ours: paired difference, 95% CI (seeds and sentences)" if y == 0 else None)
+            ax.scatter(100 * r.claimed_gain, y, **PAPER_MARKER, label="paper: claimed gain (one run each)" if y == 0 else None)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set(yticks=range(len(configs)), yticklabels=configs, xlabel="sparse minus dense baseline (points)",
+               title=f"{split} split ({int(rows['n_sentences'].iloc[0]):,} sentences)" if "n_sentences" in rows else f"{split} split")
+        ax.invert_yaxis() if ax is axes[0][0] else None
+    if title:
+        fig.suptitle(title, fontsize=11)
+    legend_below(fig, axes[0][0], ncol=2)
+    return fig
+
+
 def glue_num(name: str, value) -> None:
     """Glue a number for ``{glue:text}`name:.2f``` in the prose (numpy scalars become floats)."""
     from myst_nb import glue

@@ -46,3 +46,19 @@ def test_table_refuses_unknown_columns():
         present.table(frame, {"b": "B"})
     with pytest.raises(KeyError, match="unknown column"):
         present.table(frame, formats={"B": "{:.1f}"})
+
+
+def test_paired_differences_draws_every_configuration_and_claim():
+    import matplotlib
+    matplotlib.use("Agg")
+    boot = pd.DataFrame([dict(split=s, config=c, n_sentences=872, mean_diff=-0.006, ci_low=-0.017, ci_high=0.005,
+                              claimed_gain=g) for s in ("dev", "test")
+                         for c, g in (("uniform_sparse", 0.0061), ("light_sparse", 0.0073), ("aggressive_sparse", 0.0097))])
+    fig = present.paired_differences(boot)
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["light_sparse", "uniform_sparse", "aggressive_sparse"]
+    from matplotlib.collections import PathCollection
+    stars = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert sorted(round(float(s.get_offsets()[0][0]), 2) for s in stars) == [0.61, 0.73, 0.97]
+    assert fig.legends and ax.get_legend() is None  # one legend, outside the axes

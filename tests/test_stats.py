@@ -501,3 +501,21 @@ def test_crossed_se_known_answers():
     assert bootstrap.crossed_se(np.zeros((3, 10))) == 0.0
     with pytest.raises(ValueError):
         bootstrap.crossed_se(np.zeros(10))
+
+
+def test_headline_is_two_scoped_sentences_from_the_numbers():
+    from crisp.verdict import headline
+    boot = pd.concat([_boot("dev", p_claim_holm=(0.01, 0.003, 0.02)), _boot("test", p_claim_holm=(0.03, 0.01, 0.01))])
+    text = headline(boot, model="minilm", protocol="full", n_seeds=5, hardware="cpu-fp32", readings=_readings(0.0))
+    assert text.startswith("On minilm (protocol full, 5 paired seeds, cpu-fp32), no sparse configuration beats")
+    assert "-0.73 to -0.53 points on dev" in text and "rejected on dev and test (Holm p at most 0.030)" in text
+    assert "(+0.61 to +0.97 points)" in text and "872 dev sentences padded to 512" in text
+    assert text.count(". ") == 1 and text.endswith(".")  # two sentences
+    partial = headline(_boot("dev"), model="m", protocol="n500", n_seeds=1, hardware="cpu-fp32")
+    assert "1 paired seed," in partial and "rejected on dev for uniform_sparse and light_sparse" in partial
+    assert "pad" not in partial  # no readings, no second sentence
+    better = headline(_boot("dev", p_zero_holm=(0.01, 0.6, 0.6)).assign(mean_diff=0.01), model="m", protocol="full",
+                      n_seeds=5, hardware="cpu-fp32")
+    assert "uniform_sparse beats the dense baseline" in better
+    pruning = headline(_boot("dev"), model="m", protocol="full", n_seeds=5, hardware="h", readings=_readings(0.3))
+    assert "up to 30.0%" in pruning and "no real key" not in pruning
