@@ -109,15 +109,17 @@ def table(frame: pd.DataFrame, columns: dict | None = None, formats: dict | None
 
 
 def legend_below(fig, ax=None, ncol: int = 2, handles=None, labels=None, **kwargs):
-    """One legend for the figure, centred under the axes, so it never covers data."""
+    """One legend for the figure, hanging below it, so it never covers data or axis labels.
+
+    The notebook's inline backend saves figures with ``bbox_inches="tight"``, which takes the legend in.
+    """
     if handles is None:
         handles, labels = (ax or fig.axes[0]).get_legend_handles_labels()
     for a in fig.axes:
         if a.get_legend() is not None:
             a.get_legend().remove()
     fig.tight_layout()
-    fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, 0.12 + 0.06 * math.ceil(len(handles) / ncol)))
-    return fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, fontsize=9,
+    return fig.legend(handles, labels, loc="upper center", ncol=ncol, frameon=False, fontsize=9,
                       bbox_to_anchor=(0.5, 0.0), **kwargs)
 
 
@@ -132,7 +134,7 @@ def paired_differences(boot: pd.DataFrame, title: str | None = None):
 
     splits = list(dict.fromkeys(boot["split"]))
     configs = order(boot["config"])
-    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 0.8, 0.55 * len(configs) + 1.9),
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 0.8, 0.42 * len(configs) + 1.5),
                              sharey=True, sharex=True, squeeze=False)
     for ax, split in zip(axes[0], splits):
         rows = boot[boot["split"] == split].set_index("config")
@@ -158,6 +160,14 @@ def glue_num(name: str, value) -> None:
     """Glue a number for ``{glue:text}`name:.2f``` in the prose (numpy scalars become floats)."""
     from myst_nb import glue
     glue(name, float(value), display=False)
+
+
+def glue_figure(name: str, fig) -> None:
+    """Glue a figure for ``{glue:figure}`` and close it, so it is shown only where the prose places it."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+    glue(name, fig, display=False)
+    plt.close(fig)
 
 
 def glue_text(name: str, text: str) -> None:

@@ -38,6 +38,15 @@ MODEL_TEXT = {
 }
 
 
+def protocol_kind(protocol: str) -> str:
+    """What a protocol's runs are for: the paper's recipe, the data-size sweep, a smoke check, or custom."""
+    base = protocol.split("-custom")[0]
+    if protocol != base:
+        return "custom"
+    return {"full": "the paper's recipe", "small": "smoke check"}.get(
+        base, "data-size sweep" if base in EXPERIMENT_PROTOCOLS else "custom")
+
+
 def project_root(start=None) -> Path:
     """The folder holding ``_toc.yml`` (works from the repo root, ``book/`` and ``notebooks/``)."""
     here = Path(start or Path.cwd()).resolve()

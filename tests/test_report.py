@@ -170,3 +170,10 @@ def test_method_reading_from_crisp_config(tmp_path):
     fake_run(tmp_path, "minilm", "full", "light_sparse", 0, 40, granularity="head")
     with pytest.raises(ValueError, match="2 readings"):
         report.method_reading(report.select(tmp_path))
+
+
+def test_protocol_kind_tells_smoke_from_experiment():
+    assert report.protocol_kind("full") == "the paper's recipe"
+    assert report.protocol_kind("small") == "smoke check"
+    assert report.protocol_kind("n500") == "data-size sweep"
+    assert report.protocol_kind("n500-custom") == "custom" and report.protocol_kind("weird") == "custom"
