@@ -1,7 +1,7 @@
 """Helpers for the browser test of the Jupyter Book (``tests/test_book_browser.py``).
 
-Pure functions (no browser): locate the book, list its pages from ``_toc.yml``, decide which
-pages must show at least one figure, and build the book with jupyter-book 1.x.
+Pure functions (no browser): locate the book, list its pages from ``_toc.yml`` (and its analysis
+chapters), decide which pages must show at least one figure, and build the book with jupyter-book 1.x.
 """
 
 from __future__ import annotations
@@ -87,34 +87,54 @@ def _find_source(root: Path, docname: str) -> Path | None:
     return None
 
 
-def toc_docnames(root: Path) -> list[str]:
-    """Every page of _toc.yml in order: root, then parts → chapters → sections (and globs)."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8")) or {}
-    names: list[str] = []
+# Parts of _toc.yml whose chapters are analysis chapters (each must show a figure).
+ANALYSIS_CAPTIONS = ("Results", "Conclusion")
+
+
+def _load_toc(root: Path) -> dict:
+    return yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8")) or {}
+
+
+def _walk_toc(root: Path, node, names: list[str]) -> None:
+    """Append to ``names`` every page under ``node`` (a _toc.yml list or entry), in order."""
 
     def add(name: str) -> None:
         name = _strip_suffix(str(name).strip().lstrip("./"))
         if name not in names:
             names.append(name)
 
-    def walk(node) -> None:
-        if isinstance(node, list):
-            for item in node:
-                walk(item)
-        elif isinstance(node, dict):
-            if "file" in node:
-                add(node["file"])
-            if "glob" in node:
-                for path in sorted(root.glob(str(node["glob"]))):
-                    if path.suffix in SOURCE_SUFFIXES and "_build" not in path.parts:
-                        add(path.relative_to(root).as_posix())
-            for key in ("parts", "chapters", "sections", "subtrees", "entries"):
-                if key in node:
-                    walk(node[key])
+    if isinstance(node, list):
+        for item in node:
+            _walk_toc(root, item, names)
+    elif isinstance(node, dict):
+        if "file" in node:
+            add(node["file"])
+        if "glob" in node:
+            for path in sorted(root.glob(str(node["glob"]))):
+                if path.suffix in SOURCE_SUFFIXES and "_build" not in path.parts:
+                    add(path.relative_to(root).as_posix())
+        for key in ("parts", "chapters", "sections", "subtrees", "entries"):
+            if key in node:
+                _walk_toc(root, node[key], names)
 
+
+def toc_docnames(root: Path) -> list[str]:
+    """Every page of _toc.yml in order: root, then parts → chapters → sections (and globs)."""
+    toc = _load_toc(root)
+    names: list[str] = []
     if toc.get("root"):
-        add(toc["root"])
-    walk(toc)
+        _walk_toc(root, {"file": toc["root"]}, names)
+    _walk_toc(root, toc, names)
+    return names
+
+
+def analysis_docnames(root: Path, captions=ANALYSIS_CAPTIONS) -> list[str]:
+    """Pages under the parts of _toc.yml captioned one of ``captions`` (case-insensitive)."""
+    wanted = {c.casefold() for c in captions}
+    names: list[str] = []
+    for part in _load_toc(root).get("parts") or []:
+        if isinstance(part, dict) and str(part.get("caption", "")).strip().casefold() in wanted:
+            _walk_toc(root, part, names)
     return names
 
 
@@ -243,3 +263,35 @@ def build_book(root: Path, tail_lines: int = 8) -> tuple[bool, str]:
          "... last lines:", *lines[-tail_lines:]]
     )
     return proc.returncode == 0, summary
+
+
+# An unresolved MyST glue role or directive shows up literally, e.g. "{glue:text}`cost::x:.2f`".
+UNRESOLVED_GLUE = re.compile(r"\{glue")
+
+
+def unresolved_glue(text: str, html: str, context: int = 50, limit: int = 5) -> list[str]:
+    """Snippets around each literal ``{glue`` of the page's visible text, or, when the text has
+    none, of its HTML (a role that renders into an attribute or hidden element)."""
+    for where, source in (("visible text", text), ("HTML", html)):
+        hits = [m.start() for m in UNRESOLVED_GLUE.finditer(source)]
+        if hits:
+            snippets = [
+                " ".join(source[max(0, i - context) : i + context].split()) for i in hits[:limit]
+            ]
+            more = f" (+{len(hits) - limit} more)" if len(hits) > limit else ""
+            return [f"{len(hits)} in the {where}{more}:", *(f"  ...{s}..." for s in snippets)]
+    return []
+
+
+def overflowing_tables(measure: dict, tolerance_px: float = 1.0) -> list[str]:
+    """One line per table wider than the content column, from the browser measurement
+    ``{"column": width_px, "tables": [{"width", "overflow", "headers"}, ...]}``."""
+    lines = []
+    for number, table in enumerate(measure.get("tables", []), start=1):
+        if table["overflow"] > tolerance_px:
+            headers = " | ".join(table["headers"]) or "(no header cells)"
+            lines.append(
+                f"table {number} [{headers}] is {table['width']:.0f}px wide, "
+                f"{table['overflow']:.0f}px past the {measure['column']:.0f}px content column"
+            )
+    return lines
