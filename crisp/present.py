@@ -123,12 +123,13 @@ def legend_below(fig, ax=None, ncol: int = 2, handles=None, labels=None, **kwarg
                       bbox_to_anchor=(0.5, 0.0), **kwargs)
 
 
-def paired_differences(boot: pd.DataFrame, title: str | None = None):
+def paired_differences(boot: pd.DataFrame, title: str | None = None, detectable: bool = False):
     """The book's main figure: each sparse configuration minus the dense baseline (mean and 95% interval of the
     two-level bootstrap, one panel per split) beside the gain the paper claims for it from one run each (stars).
 
     ``boot``: rows of :func:`crisp.report.bootstrap_table` (``split, config, mean_diff, ci_low, ci_high,
-    claimed_gain``). Returns the matplotlib figure.
+    claimed_gain``). ``detectable`` also shades, per configuration, the true differences from zero smaller than
+    the one the design detects with 80% power (``mdd_zero``). Returns the matplotlib figure.
     """
     import matplotlib.pyplot as plt
 
@@ -142,6 +143,9 @@ def paired_differences(boot: pd.DataFrame, title: str | None = None):
             if config not in rows.index:
                 continue
             r = rows.loc[config]
+            if detectable:
+                ax.fill_betweenx([y - 0.3, y + 0.3], -100 * r.mdd_zero, 100 * r.mdd_zero, color="0.85", lw=0,
+                                 label="undetectable with 80% power" if y == 0 else None)
             ax.errorbar(100 * r.mean_diff, y, xerr=[[100 * (r.mean_diff - r.ci_low)], [100 * (r.ci_high - r.mean_diff)]],
                         fmt="o", color=CONFIG_COLORS.get(config, OTHER_COLOR), capsize=4, markersize=7, lw=2,
                         label="ours: paired difference, 95% CI (seeds and sentences)" if y == 0 else None)
@@ -152,7 +156,7 @@ def paired_differences(boot: pd.DataFrame, title: str | None = None):
         ax.invert_yaxis() if ax is axes[0][0] else None
     if title:
         fig.suptitle(title, fontsize=11)
-    legend_below(fig, axes[0][0], ncol=2)
+    legend_below(fig, axes[0][0], ncol=3 if detectable else 2)
     return fig
 
 

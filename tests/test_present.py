@@ -62,3 +62,16 @@ def test_paired_differences_draws_every_configuration_and_claim():
     stars = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert sorted(round(float(s.get_offsets()[0][0]), 2) for s in stars) == [0.61, 0.73, 0.97]
     assert fig.legends and ax.get_legend() is None  # one legend, outside the axes
+
+
+def test_paired_differences_shades_what_the_design_cannot_detect():
+    import matplotlib
+    matplotlib.use("Agg")
+    boot = pd.DataFrame([dict(split="dev", config=c, mean_diff=-0.006, ci_low=-0.017, ci_high=0.005, claimed_gain=0.007,
+                              mdd_zero=m) for c, m in (("uniform_sparse", 0.018), ("light_sparse", 0.013))])
+    plain = present.paired_differences(boot)
+    shaded = present.paired_differences(boot, detectable=True)
+    from matplotlib.collections import PolyCollection
+    bands = [c for c in shaded.axes[0].collections if isinstance(c, PolyCollection)]
+    assert not [c for c in plain.axes[0].collections if isinstance(c, PolyCollection)]
+    assert sorted(round(float(b.get_paths()[0].vertices[:, 0].max()), 2) for b in bands) == [1.3, 1.8]
