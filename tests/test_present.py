@@ -46,3 +46,17 @@ def test_table_refuses_unknown_columns():
         present.table(frame, {"b": "B"})
     with pytest.raises(KeyError, match="unknown column"):
         present.table(frame, formats={"B": "{:.1f}"})
+
+
+def test_by_order_sorts_rows_into_the_book_order():
+    frame = pd.DataFrame({"config": ["uniform_sparse", "zz", "light_sparse", "uniform_sparse", "baseline"],
+                          "v": [1, 2, 3, 4, 5]}, index=[9, 8, 7, 6, 5])
+    out = present.by_order(frame)
+    assert out["config"].tolist() == ["baseline", "light_sparse", "uniform_sparse", "uniform_sparse", "zz"]
+    assert out["v"].tolist() == [5, 3, 1, 4, 2] and out.index.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_paper_handle_looks_like_the_paper_marker():
+    handle = present.paper_handle("paper")
+    assert handle.get_marker() == present.PAPER_MARKER["marker"] and handle.get_label() == "paper"
+    assert handle.get_markerfacecolor() == present.PAPER_COLOR
