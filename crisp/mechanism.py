@@ -124,3 +124,50 @@ def describe_layers(shape: pd.DataFrame) -> dict:
                            target_min=float(g["target"].min()), target_max=float(g["target"].max()),
                            increasing=bool(np.all(np.diff(z) > 0)))
     return out
+
+
+def layer_log_final(layers: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration and layer, the target ratio and the realized sparsity at each run's *last logged step*
+    (``layer_sparsity.csv``: each row is a mean over one logging window of training batches), mean over seeds.
+
+    Columns ``config, layer, target_sparsity, realized_sparsity`` (fractions). Compare :func:`layer_shape`, which
+    reads the final ratios and the realized *dev* sparsity from each run's ``metrics.json``.
+    """
+    layers = layers[layers["config"].isin(CONFIGS)]
+    last = layers[layers["step"] == layers.groupby(["config", "seed"])["step"].transform("max")]
+    out = last.groupby(["config", "layer"])[["target_sparsity", "realized_sparsity"]].mean().reset_index()
+    return _order(out)
+
+
+def layer_slopes(frame: pd.DataFrame, value: str) -> dict:
+    """Least-squares slope of ``value`` over ``layer`` for each configuration in ``frame`` (per layer, in the
+    units of ``value``; positive: deeper layers higher). NaN for a configuration with fewer than two layers."""
+    return {config: float(np.polyfit(g["layer"], g[value], 1)[0]) if g["layer"].nunique() > 1 else float("nan")
+            for config, g in frame.groupby("config", sort=False)}
+
+
+def entropy_head_counts(heads: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """How many heads moved, per measure and configuration, from :func:`entropy_differences` rows.
+
+    Columns ``measure, config, heads, mean_diff`` (mean over heads of the per-head mean difference, nats),
+    ``lower`` (heads whose mean difference is below zero, no test), ``holm_lower`` / ``holm_higher`` (heads
+    with Holm-adjusted p below ``alpha`` and a negative / positive mean difference).
+    """
+    sig = heads["p_holm"] < alpha
+    frame = heads.assign(lower=heads["mean_diff"] < 0, holm_lower=sig & (heads["mean_diff"] < 0),
+                         holm_higher=sig & (heads["mean_diff"] > 0))
+    out = frame.groupby(["measure", "config"], sort=False).agg(
+        heads=("mean_diff", "size"), mean_diff=("mean_diff", "mean"), lower=("lower", "sum"),
+        holm_lower=("holm_lower", "sum"), holm_higher=("holm_higher", "sum")).reset_index()
+    return out.astype({c: int for c in ("heads", "lower", "holm_lower", "holm_higher")})
+
+
+def final_eval(hist: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration: validation loss and accuracy at each run's last evaluated epoch (``history.csv``),
+    mean and sd over seeds. Columns ``config, n, eval_loss, eval_loss_sd, eval_accuracy, eval_accuracy_sd``."""
+    evals = hist[hist["config"].isin(CONFIGS)].dropna(subset=["eval_loss"]).drop_duplicates(["config", "seed", "epoch"])
+    final = evals[evals["epoch"] == evals.groupby(["config", "seed"])["epoch"].transform("max")]
+    out = final.groupby("config").agg(n=("seed", "size"), eval_loss=("eval_loss", "mean"),
+                                      eval_loss_sd=("eval_loss", "std"), eval_accuracy=("eval_accuracy", "mean"),
+                                      eval_accuracy_sd=("eval_accuracy", "std")).reset_index()
+    return _order(out)

@@ -200,3 +200,18 @@ def chapter(model: str | None = None, protocol: str | None = None, hardware: str
     glue_text("label", sel.label)
     print(sel.label)
     return sel
+
+
+# --- Added for the chapters correlation, single_run, layer_sparsity, entropy, training_dynamics ---
+
+def by_order(frame: pd.DataFrame, column: str = "config") -> pd.DataFrame:
+    """The rows of ``frame`` with ``column`` in the book's order (:func:`order`), ties kept in place, index reset."""
+    rank = {c: i for i, c in enumerate(order(frame[column]))}
+    return frame.sort_values(column, key=lambda s: s.map(rank), kind="stable").reset_index(drop=True)
+
+
+def paper_handle(label: str = "paper (one run)"):
+    """A legend entry that looks like :data:`PAPER_MARKER` (for a legend built from handles)."""
+    from matplotlib.lines import Line2D
+    return Line2D([], [], linestyle="", marker="*", markersize=13, markerfacecolor=PAPER_COLOR,
+                  markeredgecolor="black", markeredgewidth=0.5, label=label)

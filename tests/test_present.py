@@ -75,3 +75,17 @@ def test_paired_differences_shades_what_the_design_cannot_detect():
     bands = [c for c in shaded.axes[0].collections if isinstance(c, PolyCollection)]
     assert not [c for c in plain.axes[0].collections if isinstance(c, PolyCollection)]
     assert sorted(round(float(b.get_paths()[0].vertices[:, 0].max()), 2) for b in bands) == [1.3, 1.8]
+
+
+def test_by_order_sorts_rows_into_the_book_order():
+    frame = pd.DataFrame({"config": ["uniform_sparse", "zz", "light_sparse", "uniform_sparse", "baseline"],
+                          "v": [1, 2, 3, 4, 5]}, index=[9, 8, 7, 6, 5])
+    out = present.by_order(frame)
+    assert out["config"].tolist() == ["baseline", "light_sparse", "uniform_sparse", "uniform_sparse", "zz"]
+    assert out["v"].tolist() == [5, 3, 1, 4, 2] and out.index.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_paper_handle_looks_like_the_paper_marker():
+    handle = present.paper_handle("paper")
+    assert handle.get_marker() == present.PAPER_MARKER["marker"] and handle.get_label() == "paper"
+    assert handle.get_markerfacecolor() == present.PAPER_COLOR
