@@ -53,7 +53,9 @@ def ci(mean: float, low: float | None = None, high: float | None = None, *, scal
     ``sign`` writes ``+`` on positive numbers (differences). A missing interval (one seed) gives the value alone.
     """
     def fmt(x):
-        return f"{scale * x:{'+' if sign else ''}.{digits}f}"
+        x = scale * x
+        x = 0.0 if abs(x) < 0.5 * 10 ** -digits else x  # never "-0.00"
+        return f"{x:{'+' if sign else ''}.{digits}f}"
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
     if low is None or high is None or any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
@@ -62,13 +64,12 @@ def ci(mean: float, low: float | None = None, high: float | None = None, *, scal
 
 
 def pvalue(p: float) -> str:
-    """A p-value to two significant figures (``0.016``, ``0.0033``, ``1.0``); below 0.0001 as ``<0.0001``."""
+    """A p-value to two significant figures (``0.016``, ``0.0033``, ``0.070``, ``1.0``); below 0.0001 as ``<0.0001``."""
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return "n/a"
     if p < 1e-4:
         return "<0.0001"
-    text = f"{p:.2g}"
-    return text + ".0" if text in ("1", "0") else text
+    return f"{p:#.2g}"
 
 
 def table(frame: pd.DataFrame, columns: dict | None = None, formats: dict | None = None, digits: int = 2,

@@ -13,9 +13,10 @@ def test_ci_formats_percent_interval_and_sign():
     assert present.ci(-0.0073, -0.0206, 0.0060, sign=True) == "-0.73 [-2.06, +0.60]"
     assert present.ci(0.5, math.nan, math.nan) == "50.00"  # one seed: no interval
     assert present.ci(math.nan) == "n/a"
+    assert present.ci(-0.00001, -0.0038, 0.0038, sign=True) == "+0.00 [-0.38, +0.38]"  # no "-0.00"
 
 
-@pytest.mark.parametrize("p, text", [(0.01634, "0.016"), (0.00331, "0.0033"), (1.0, "1.0"), (0.5909, "0.59"),
+@pytest.mark.parametrize("p, text", [(0.01634, "0.016"), (0.00331, "0.0033"), (1.0, "1.0"), (0.5909, "0.59"), (0.0698, "0.070"),
                                      (3e-6, "<0.0001"), (math.nan, "n/a")])
 def test_pvalue_two_significant_figures(p, text):
     assert present.pvalue(p) == text
