@@ -153,3 +153,14 @@ def chapter(model: str | None = None, protocol: str | None = None, hardware: str
     glue_text("label", sel.label)
     print(sel.label)
     return sel
+
+
+# --- added for the cost, padding and library chapters --------------------------------------------
+
+def mark(value) -> str:
+    """A check's outcome for a table cell: ``✓`` (True), ``✗`` (False), ``n/a`` (None or NaN: does not apply)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, str):
+        raise TypeError(f"mark() takes a boolean outcome, got the string {value!r}")
+    return "✓" if bool(value) else "✗"

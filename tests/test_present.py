@@ -46,3 +46,11 @@ def test_table_refuses_unknown_columns():
         present.table(frame, {"b": "B"})
     with pytest.raises(KeyError, match="unknown column"):
         present.table(frame, formats={"B": "{:.1f}"})
+
+
+def test_mark_writes_pass_fail_and_not_applicable():
+    assert [present.mark(v) for v in (True, False, None, math.nan)] == ["✓", "✗", "n/a", "n/a"]
+    import numpy as np
+    assert present.mark(np.bool_(False)) == "✗"
+    with pytest.raises(TypeError):
+        present.mark("pass")
