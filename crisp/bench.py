@@ -348,8 +348,8 @@ def memory_summary(frame: pd.DataFrame) -> pd.DataFrame:
         saved_ratio_min="min", saved_ratio_max="max")
     extra = extra_saved_per_layer(frame)
     extra = extra[extra.variant.str.startswith("crisp")].groupby(["model_shape", "setting"]).extra_per_layer_in_BHLL_fp32
-    out["extra_min"] = extra.min().reindex(out.index)
-    out["extra_max"] = extra.max().reindex(out.index)
+    out["extra_min"] = extra.min().reindex(out.index).astype(float)  # NaN where the file has no fixed length
+    out["extra_max"] = extra.max().reindex(out.index).astype(float)
     return out.reset_index()
 
 

@@ -166,3 +166,5 @@ def test_memory_summary_ranges_over_crisp_variants():
     assert summary.loc["L128", "saved_ratio_max"] == pytest.approx(1.2)
     assert summary.loc["L128", "extra_min"] == pytest.approx(0.5) and summary.loc["L128", "extra_max"] == pytest.approx(2.0)
     assert np.isnan(summary.loc["sst2", "extra_min"])
+    only_sst2 = bench.memory_summary(frame[frame.setting == "sst2"])
+    assert only_sst2.extra_max.dtype == float and only_sst2.extra_max.isna().all()
