@@ -54,3 +54,8 @@ def test_mark_writes_pass_fail_and_not_applicable():
     assert present.mark(np.bool_(False)) == "✗"
     with pytest.raises(TypeError):
         present.mark("pass")
+
+
+def test_spaced_adds_cell_padding_and_keeps_the_header_style():
+    html = present.spaced(present.table(pd.DataFrame({"a": [1.0]}), {"a": "A"})).to_html()
+    assert "padding: 0.2em 0.7em" in html and "vertical-align: bottom" in html
