@@ -308,6 +308,51 @@ def padding_epoch(frame: pd.DataFrame, sentences: int = 67349,
     return out.reset_index()
 
 
+# The bench variant that runs each of the paper's four configurations as we train them (row granularity;
+# the baseline is Crisp at sparsity 0, the same code path as the sparse ones).
+CONFIG_VARIANTS = {"crisp-0-row": "baseline", "crisp-0.6-row-adaptive": "light_sparse",
+                   "crisp-0.8-row-uniform": "uniform_sparse", "crisp-0.8-row-adaptive": "aggressive_sparse"}
+
+
+def ratio_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Time ratios of every variant against length, from ONE benchmark file (ratios never cross files).
+
+    One row per (shape, setting, mode, variant): ``length`` is the mean padded width per sentence (what
+    the attention kernels run at: ``padded_tokens / (batch_size * batches)``), ``real_length`` the mean
+    real tokens, ``ratio_to_eager`` as recorded, ``ratio_to_sdpa`` = the variant's ratio over SDPA's in
+    the same (shape, setting, mode) (NaN where the file has no SDPA), ``config`` the paper configuration
+    the variant runs (:data:`CONFIG_VARIANTS`, else empty).
+
+    Raises ValueError when a (shape, setting, mode, variant) repeats: two files concatenated.
+    """
+    keys = ["model_shape", "setting", "mode", "variant"]
+    if frame.duplicated(keys).any():
+        raise ValueError("ratio_curves takes one benchmark file: some (shape, setting, mode, variant) repeat")
+    out = frame[keys + ["ratio_to_eager"]].copy()
+    sentences = frame.batch_size * frame.batches
+    out["length"] = frame.padded_tokens / sentences
+    out["real_length"] = frame.real_tokens / sentences
+    sdpa = frame[frame.variant == "sdpa"].set_index(keys[:3]).ratio_to_eager
+    base = pd.Series([sdpa.get(k, np.nan) for k in zip(*(frame[c] for c in keys[:3]))], index=frame.index)
+    out["ratio_to_sdpa"] = frame.ratio_to_eager / base
+    out["config"] = frame.variant.map(CONFIG_VARIANTS).fillna("")
+    return out.reset_index(drop=True)
+
+
+def memory_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Memory autograd keeps for backward, per (shape, setting), over the Crisp variants of one file:
+    the range of their ratio to eager dense and of their extra per layer in float32 ``[B, H, L, L]``
+    units (NaN outside the fixed-length settings, see :func:`extra_saved_per_layer`)."""
+    train = frame[(frame["mode"] == "train") & frame.variant.str.startswith("crisp")]
+    out = train.groupby(["model_shape", "setting"], sort=False).saved_ratio_to_eager.agg(
+        saved_ratio_min="min", saved_ratio_max="max")
+    extra = extra_saved_per_layer(frame)
+    extra = extra[extra.variant.str.startswith("crisp")].groupby(["model_shape", "setting"]).extra_per_layer_in_BHLL_fp32
+    out["extra_min"] = extra.min().reindex(out.index).astype(float)  # NaN where the file has no fixed length
+    out["extra_max"] = extra.max().reindex(out.index).astype(float)
+    return out.reset_index()
+
+
 # --- torch.compile: compiled vs eager Crisp training step -----------------------------------------
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "DISTILBERT", "MINILM", "Shape", "attention_share", "layer_flops", "reduction_table",
-    "training_flops_factor",
+    "DISTILBERT", "MINILM", "Shape", "attention_share", "layer_flops", "reduction_table", "share_curve",
+    "table2_comparison", "training_flops_factor",
 ]
 
 #: Training step ~ forward + backward, backward ~ 2x forward (gradients w.r.t. activations and
@@ -221,3 +221,64 @@ def reduction_table(shape: Shape, lengths: int | Iterable[int], sparsities: dict
             "mean_length": float(L.mean()),
         })
     return pd.DataFrame(rows)
+
+
+def share_curve(shapes: dict[str, Shape], lengths, sparsity: float = 0.8) -> pd.DataFrame:
+    """Attention's share of a dense layer and what ``sparsity`` saves of the layer, against length.
+
+    One row per (model, length, accounting): ``attention_share_dense`` (as :func:`attention_share`)
+    and ``layer_saved = 1 - total(sparsity) / total(0)`` in the "dense" (``QK^T`` stays dense) or
+    "paper" accounting (see :func:`layer_flops`). In the paper's accounting ``layer_saved`` is
+    exactly ``sparsity * attention_share_dense``; the paper's Table 2 takes that share as 1/4.
+
+    Parameters
+    ----------
+    shapes : dict
+        Name -> :class:`Shape`, e.g. ``{"DistilBERT": DISTILBERT}``.
+    lengths : iterable of int
+        Sequence lengths (positive).
+    sparsity : float
+        Fraction of scores pruned.
+    """
+    L = np.asarray(list(lengths), dtype=np.float64)
+    if L.ndim != 1 or L.size == 0 or np.any(L <= 0):
+        raise ValueError("lengths must be a non-empty 1-D collection of positive lengths")
+    rows = []
+    for name, shape in shapes.items():
+        dense = _flops(shape, L, 0.0, False)
+        share = dense["attention"] / dense["total"]
+        for count in _COUNTS:
+            sparse = _flops(shape, L, sparsity, count == "paper")
+            rows.append(pd.DataFrame({"model": name, "length": L, "accounting": count, "sparsity": float(sparsity),
+                                      "attention_share_dense": share,
+                                      "layer_saved": 1.0 - sparse["total"] / dense["total"]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def table2_comparison(shape: Shape, lengths: dict, sparsities: dict[str, float], paper: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 2 beside our counts, one row per (lengths, config), fractions.
+
+    ``lengths`` maps a name (e.g. "SST-2 dev") to what :func:`reduction_table` takes; ``paper`` has
+    columns ``config, attention_flops_reduction, total_layer_reduction``. Columns: ``lengths, config,
+    sparsity, paper_attention, paper_layer, attention_dense_qk`` and ``layer_dense_qk`` (``QK^T``
+    dense, our accounting), ``layer_paper_count`` (the paper's accounting at these lengths) and
+    ``attention_share_dense``.
+    """
+    claimed = paper.set_index("config")
+    missing = sorted(set(sparsities) - set(claimed.index))
+    if missing:
+        raise KeyError(f"the paper's table has no row for {missing}")
+    frames = []
+    for where, L in lengths.items():
+        ours = reduction_table(shape, L, sparsities).set_index("config")
+        optimistic = reduction_table(shape, L, sparsities, scores_sparse=True).set_index("config")
+        frames.append(pd.DataFrame({
+            "lengths": where, "config": list(sparsities), "sparsity": ours.sparsity.values,
+            "paper_attention": claimed.attention_flops_reduction.reindex(list(sparsities)).values,
+            "paper_layer": claimed.total_layer_reduction.reindex(list(sparsities)).values,
+            "attention_dense_qk": ours.attention_flops_reduction.values,
+            "layer_dense_qk": ours.total_layer_reduction.values,
+            "layer_paper_count": optimistic.total_layer_reduction.values,
+            "attention_share_dense": ours.attention_share_dense.values,
+        }))
+    return pd.concat(frames, ignore_index=True)

@@ -103,7 +103,10 @@ def table(frame: pd.DataFrame, columns: dict | None = None, formats: dict | None
                                                           "white-space": "nowrap"})
     if words:
         styler = styler.set_properties(subset=words, **{"text-align": "left"})
-    styler = styler.set_table_styles([{"selector": "th", "props": "text-align: center; vertical-align: bottom;"}])
+    # Room between columns: the book theme gives pandas' HTML tables almost no cell padding, so neighbouring
+    # columns would run together ("distilbertSST-2").
+    styler = styler.set_table_styles([{"selector": "th", "props": "text-align: center; vertical-align: bottom;"},
+                                      {"selector": "td, th", "props": "padding: 0.2em 0.7em;"}])
     if caption:
         styler = styler.set_caption(caption)
     return styler
@@ -198,7 +201,7 @@ def chapter(model: str | None = None, protocol: str | None = None, hardware: str
     if not runs:
         return None
     sel = report.select(model=model, protocol=protocol, hardware=hardware)
-    glue_text("label", sel.label)
+    glue_text("label", sel.label.replace("`", ""))  # glued text is shown as is: no code marks
     print(sel.label)
     return sel
 
@@ -216,3 +219,14 @@ def paper_handle(label: str = "paper (one run)"):
     from matplotlib.lines import Line2D
     return Line2D([], [], linestyle="", marker="*", markersize=13, markerfacecolor=PAPER_COLOR,
                   markeredgecolor="black", markeredgewidth=0.5, label=label)
+
+
+# --- added for the cost, padding and library chapters --------------------------------------------
+
+def mark(value) -> str:
+    """A check's outcome for a table cell: ``✓`` (True), ``✗`` (False), ``n/a`` (None or NaN: does not apply)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, str):
+        raise TypeError(f"mark() takes a boolean outcome, got the string {value!r}")
+    return "✓" if bool(value) else "✗"

@@ -1,6 +1,7 @@
 """The benchmark runs end to end at tiny size (a check that it works, not a timing test)."""
 
 import numpy as np
+import pytest
 import pandas as pd
 import torch
 
@@ -127,3 +128,43 @@ def test_compiled_run_reports_no_graph_break_and_no_recompile():
     compiled = frame[frame.variant.str.startswith("compiled")]
     assert (compiled.graph_breaks == 0).all() and (compiled.recompiles == 0).all()
     assert (frame.median_s > 0).all()
+
+
+def _one_file():
+    """Two settings of one file: eager, sdpa and the uniform_sparse variant, train only."""
+    rows = []
+    for setting, bs, n, real, padded, sdpa, crisp in (("sst2", 4, 2, 40, 96, 0.5, 1.2), ("L128", 2, 1, 256, 256, 0.8, 1.6)):
+        for variant, ratio in (("eager", 1.0), ("sdpa", sdpa), ("crisp-0.8-row-uniform", crisp)):
+            rows.append(dict(model_shape="m", setting=setting, mode="train", variant=variant, batch_size=bs,
+                             batches=n, real_tokens=real, padded_tokens=padded, ratio_to_eager=ratio))
+    return pd.DataFrame(rows)
+
+
+def test_ratio_curves_lengths_and_ratios_to_sdpa_within_the_file():
+    curves = bench.ratio_curves(_one_file()).set_index(["setting", "variant"])
+    assert curves.loc[("sst2", "eager"), "length"] == 12.0 and curves.loc[("sst2", "eager"), "real_length"] == 5.0
+    assert curves.loc[("L128", "sdpa"), "length"] == 128.0
+    assert curves.loc[("sst2", "crisp-0.8-row-uniform"), "ratio_to_sdpa"] == pytest.approx(1.2 / 0.5)
+    assert curves.loc[("L128", "crisp-0.8-row-uniform"), "ratio_to_sdpa"] == pytest.approx(1.6 / 0.8)
+    assert curves.loc[("L128", "sdpa"), "ratio_to_sdpa"] == pytest.approx(1.0)
+    assert curves.loc[("L128", "crisp-0.8-row-uniform"), "config"] == "uniform_sparse"
+    assert curves.loc[("L128", "eager"), "config"] == ""
+    no_sdpa = bench.ratio_curves(_one_file()[lambda f: f.variant != "sdpa"])
+    assert no_sdpa.ratio_to_sdpa.isna().all()
+    with pytest.raises(ValueError, match="one benchmark file"):
+        bench.ratio_curves(pd.concat([_one_file(), _one_file()]))
+
+
+def test_memory_summary_ranges_over_crisp_variants():
+    frame = pd.DataFrame([dict(model_shape="tiny", setting=s, mode="train", variant=v, batch_size=2, saved_mb=mb,
+                               saved_ratio_to_eager=mb / base)
+                          for s, base, rows in (("L128", 10.0, (("eager", 10.0), ("crisp-a", 10.5), ("crisp-b", 12.0))),
+                                                ("sst2", 1.0, (("eager", 1.0), ("crisp-a", 1.1))))
+                          for v, mb in rows])
+    summary = bench.memory_summary(frame).set_index("setting")
+    assert summary.loc["L128", "saved_ratio_min"] == pytest.approx(1.05)
+    assert summary.loc["L128", "saved_ratio_max"] == pytest.approx(1.2)
+    assert summary.loc["L128", "extra_min"] == pytest.approx(0.5) and summary.loc["L128", "extra_max"] == pytest.approx(2.0)
+    assert np.isnan(summary.loc["sst2", "extra_min"])
+    only_sst2 = bench.memory_summary(frame[frame.setting == "sst2"])
+    assert only_sst2.extra_max.dtype == float and only_sst2.extra_max.isna().all()

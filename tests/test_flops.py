@@ -4,8 +4,11 @@ from types import SimpleNamespace
 
 import pytest
 
+import pandas as pd
+
 from crisp.flops import (
-    DISTILBERT, MINILM, Shape, attention_share, layer_flops, reduction_table, training_flops_factor,
+    DISTILBERT, MINILM, Shape, attention_share, layer_flops, reduction_table, share_curve, table2_comparison,
+    training_flops_factor,
 )
 
 L = 512
@@ -117,3 +120,32 @@ def test_from_config_both_styles():
         Shape.from_config(SimpleNamespace(dim=768, n_heads=12, hidden_dim=3072))
     with pytest.raises(ValueError):
         Shape(768, 7, 3072, 6)  # heads must divide hidden
+
+
+def test_share_curve_by_hand_at_512():
+    curve = share_curve({"DistilBERT": DISTILBERT, "MiniLM": MINILM}, [1, 512], 0.8)
+    assert len(curve) == 2 * 2 * 2 and set(curve.accounting) == {"dense", "paper"}
+    at = curve.set_index(["model", "length", "accounting"])
+    total = PROJ_512 + MATMUL_512 + SOFTMAX_512
+    assert at.loc[("DistilBERT", 512, "dense"), "attention_share_dense"] == pytest.approx((MATMUL_512 + SOFTMAX_512) / total)
+    # QK^T stays dense: only PV and softmax shrink
+    assert at.loc[("DistilBERT", 512, "dense"), "layer_saved"] == pytest.approx(0.8 * (MATMUL_512 / 2 + SOFTMAX_512) / total)
+    # the paper's accounting: sparsity times the share (the paper takes the share as 1/4)
+    assert at.loc[("DistilBERT", 512, "paper"), "layer_saved"] == pytest.approx(0.8 * (MATMUL_512 + SOFTMAX_512) / total)
+    assert at.loc[("MiniLM", 512, "paper"), "attention_share_dense"] == pytest.approx(attention_share(MINILM, 512))
+    with pytest.raises(ValueError):
+        share_curve({"x": MINILM}, [0, 5])
+
+
+def test_table2_comparison_puts_the_paper_beside_both_accountings():
+    paper = pd.DataFrame({"config": ["a", "b"], "attention_flops_reduction": [0.6, 0.8],
+                          "total_layer_reduction": [0.15, 0.20]})
+    table = table2_comparison(DISTILBERT, {"512": 512, "short": [10, 20]}, {"a": 0.6, "b": 0.8}, paper)
+    assert list(table.lengths) == ["512", "512", "short", "short"] and list(table.config) == ["a", "b"] * 2
+    row = table.iloc[1]  # b at 512
+    assert row.paper_layer == 0.20 and row.sparsity == 0.8
+    assert row.layer_paper_count == pytest.approx(0.8 * attention_share(DISTILBERT, 512))
+    assert row.layer_dense_qk == pytest.approx(0.8 * (MATMUL_512 / 2 + SOFTMAX_512) / (PROJ_512 + MATMUL_512 + SOFTMAX_512))
+    assert row.attention_dense_qk < row.sparsity
+    with pytest.raises(KeyError, match="no row"):
+        table2_comparison(DISTILBERT, {"512": 512}, {"c": 0.5}, paper)

@@ -90,3 +90,16 @@ def test_paper_handle_looks_like_the_paper_marker():
     handle = present.paper_handle("paper")
     assert handle.get_marker() == present.PAPER_MARKER["marker"] and handle.get_label() == "paper"
     assert handle.get_markerfacecolor() == present.PAPER_COLOR
+
+
+def test_mark_writes_pass_fail_and_not_applicable():
+    assert [present.mark(v) for v in (True, False, None, math.nan)] == ["✓", "✗", "n/a", "n/a"]
+    import numpy as np
+    assert present.mark(np.bool_(False)) == "✗"
+    with pytest.raises(TypeError):
+        present.mark("pass")
+
+
+def test_table_pads_cells_and_keeps_the_header_style():
+    html = present.table(pd.DataFrame({"a": [1.0]}), {"a": "A"}).to_html()
+    assert "padding: 0.2em 0.7em" in html and "vertical-align: bottom" in html
