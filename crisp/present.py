@@ -73,12 +73,13 @@ def pvalue(p: float) -> str:
 
 
 def table(frame: pd.DataFrame, columns: dict | None = None, formats: dict | None = None, digits: int = 2,
-          caption: str | None = None):
+          caption: str | None = None, padding: str = "0.2em 0.7em"):
     """A typeset table: the ``columns`` (old name -> header in words, in that order), no index column.
 
     Float columns get ``digits`` decimals unless ``formats`` (header -> format string or function) says
     otherwise; numbers and number-like strings are right-aligned in tabular figures, words left-aligned.
-    The HTML element ids come from the content, so a rebuild gives the same page.
+    ``padding`` is the CSS cell padding (narrower for a wide table). The HTML element ids come from the
+    content, so a rebuild gives the same page.
     """
     if columns is not None:
         missing = [c for c in columns if c not in frame.columns]
@@ -106,7 +107,7 @@ def table(frame: pd.DataFrame, columns: dict | None = None, formats: dict | None
     # Room between columns: the book theme gives pandas' HTML tables almost no cell padding, so neighbouring
     # columns would run together ("distilbertSST-2").
     styler = styler.set_table_styles([{"selector": "th", "props": "text-align: center; vertical-align: bottom;"},
-                                      {"selector": "td, th", "props": "padding: 0.2em 0.7em;"}])
+                                      {"selector": "td, th", "props": f"padding: {padding};"}])
     if caption:
         styler = styler.set_caption(caption)
     return styler
