@@ -73,7 +73,7 @@ def pvalue(p: float) -> str:
 
 
 def table(frame: pd.DataFrame, columns: dict | None = None, formats: dict | None = None, digits: int = 2,
-          caption: str | None = None, padding: str = "0.2em 0.7em"):
+          caption: str | None = None, padding: str = "0.2em 0.5em"):
     """A typeset table: the ``columns`` (old name -> header in words, in that order), no index column.
 
     Float columns get ``digits`` decimals unless ``formats`` (header -> format string or function) says
@@ -106,7 +106,8 @@ def table(frame: pd.DataFrame, columns: dict | None = None, formats: dict | None
         styler = styler.set_properties(subset=words, **{"text-align": "left"})
     # Room between columns: the book theme gives pandas' HTML tables almost no cell padding, so neighbouring
     # columns would run together ("distilbertSST-2").
-    styler = styler.set_table_styles([{"selector": "th", "props": "text-align: center; vertical-align: bottom;"},
+    styler = styler.set_table_styles([{"selector": "", "props": "font-size: 0.88em;"},  # the table itself
+                                      {"selector": "th", "props": "text-align: center; vertical-align: bottom;"},
                                       {"selector": "td, th", "props": f"padding: {padding};"}])
     if caption:
         styler = styler.set_caption(caption)

@@ -102,4 +102,4 @@ def test_mark_writes_pass_fail_and_not_applicable():
 
 def test_table_pads_cells_and_keeps_the_header_style():
     html = present.table(pd.DataFrame({"a": [1.0]}), {"a": "A"}).to_html()
-    assert "padding: 0.2em 0.7em" in html and "vertical-align: bottom" in html
+    assert "padding: 0.2em 0.5em" in html and "vertical-align: bottom" in html and "font-size: 0.88em" in html
