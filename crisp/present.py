@@ -17,6 +17,7 @@ import math
 import re
 import warnings
 
+import numpy as np
 import pandas as pd
 
 # The paper's four configurations, in the order of its Table 1 by target sparsity, and one colour each
@@ -232,3 +233,18 @@ def mark(value) -> str:
     if isinstance(value, str):
         raise TypeError(f"mark() takes a boolean outcome, got the string {value!r}")
     return "✓" if bool(value) else "✗"
+
+
+def runs_on_log_x(ax, frame: pd.DataFrame, x: str, y: str, spread: float = 0.05, seed: int = 0, **kwargs) -> None:
+    """Every run as a dot on a log-scaled x axis, one colour per configuration, each configuration shifted a little
+    sideways and jittered by a factor (so the dots of one x stay by it: seaborn's strip plots jitter additively,
+    which scatters them across a log axis)."""
+    rng = np.random.default_rng(seed)
+    configs = order(frame["config"])
+    shifts = dict(zip(configs, np.linspace(-spread, spread, len(configs)))) if len(configs) > 1 else {configs[0]: 0.0}
+    for config in configs:
+        rows = frame[frame["config"] == config]
+        factor = 10 ** (shifts[config] + rng.uniform(-spread / 4, spread / 4, len(rows)))
+        ax.scatter(rows[x] * factor, rows[y], color=CONFIG_COLORS.get(config, OTHER_COLOR), s=16, alpha=0.5,
+                   linewidths=0, **kwargs)
+    ax.set_xscale("log")

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -103,3 +104,17 @@ def test_mark_writes_pass_fail_and_not_applicable():
 def test_table_pads_cells_and_keeps_the_header_style():
     html = present.table(pd.DataFrame({"a": [1.0]}), {"a": "A"}).to_html()
     assert "padding: 0.2em 0.5em" in html and "vertical-align: bottom" in html and "font-size: 0.88em" in html
+
+
+def test_runs_on_log_x_keeps_each_dot_near_its_x():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    frame = pd.DataFrame({"config": ["baseline", "light_sparse"] * 3, "size": [500, 500, 2000, 2000, 67349, 67349],
+                          "acc": [1, 2, 3, 4, 5, 6]})
+    fig, ax = plt.subplots()
+    present.runs_on_log_x(ax, frame, "size", "acc")
+    xs = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections])
+    sizes = np.concatenate([frame[frame.config == c]["size"] for c in ("baseline", "light_sparse")])
+    assert ax.get_xscale() == "log" and len(xs) == 6
+    assert np.all(np.abs(np.log10(xs / sizes)) <= 0.05 * 1.25 + 1e-9)  # within the shift and jitter, in decades
