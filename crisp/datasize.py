@@ -11,13 +11,11 @@ predictions by :func:`crisp.summary.check`), so a number in the chapter is a num
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
-from . import mechanism, report, summary
+from . import bootstrap, mechanism, present, report, summary
+from .stats import holm
 from .configs import CONFIGS
 
 SIZE_OF = {"n500": 500, "n2000": 2000, "n8000": 8000, "full": 67349}  # training sentences per protocol
@@ -80,61 +78,101 @@ def gap_differences(sw: dict) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def trend(diffs: pd.DataFrame, small: str | None = None, large: str | None = None) -> pd.DataFrame:
-    """How much more (or less) each configuration gains at the smallest size than at the largest, per split.
+def joint_change(small, large, B: int = report.BOOT_B, seed: int = report.BOOT_SEED) -> np.ndarray:
+    """Bootstrap replicates of ``gain(small) - gain(large)`` for every sparse configuration.
 
-    ``change = diff(small) - diff(large)``: the runs of two sizes are independent, so its standard error is
-    ``sqrt(se_small**2 + se_large**2)`` from the two bootstraps, with a normal 95% interval and a two-sided p,
-    Holm-adjusted over the configurations of a split. Positive means sparsity does better with less data.
+    ``small`` and ``large``: ``(C, S, N)`` correctness arrays (:func:`crisp.report.correctness`, baseline first) of
+    two sizes, scored on the same N sentences. Each replicate draws the sentences once for both sizes (the sizes
+    share the dev or test sentences, so their gains are correlated through them) and each size's seeds on their
+    own (the runs of two sizes are different runs). Returns ``(B, C - 1)``.
     """
-    sizes = sorted(diffs["protocol"].unique(), key=SIZE_OF.get)
-    small, large = small or sizes[0], large or sizes[-1]
+    a, b = np.asarray(small, dtype=float), np.asarray(large, dtype=float)
+    if a.shape[0] != b.shape[0] or a.shape[2] != b.shape[2]:
+        raise ValueError(f"the two sizes must have the same configurations and sentences, got {a.shape} and {b.shape}")
+    rng = np.random.default_rng(seed)
+    n = a.shape[2]
+    out = []
+    for start in range(0, B, 1000):
+        k = min(1000, B - start)
+        w = rng.multinomial(n, np.full(n, 1 / n), size=k).T  # (N, k): the same sentence draw for both sizes
+        gains = []
+        for x in (a, b):
+            s = x.shape[1]
+            per_seed = x @ w  # (C, S, k)
+            v = rng.multinomial(s, np.full(s, 1 / s), size=k)  # (k, S): this size's own seed draw
+            acc = np.einsum("csk,ks->kc", per_seed, v) / (s * n)  # (k, C)
+            gains.append(acc[:, 1:] - acc[:, :1])
+        out.append(gains[0] - gains[1])
+    return np.concatenate(out)
+
+
+def trend(sw: dict, splits=("dev", "test"), B: int = report.BOOT_B, seed: int = report.BOOT_SEED) -> pd.DataFrame:
+    """How much more (or less) each configuration gains at the sweep's smallest size than at its largest, per split.
+
+    Only the sweep's own sizes are compared (``full`` trains 3 epochs, not the sweep's length rule, so it would mix
+    size with length). ``change = gain(small) - gain(large)`` with a 95% percentile interval and a two-sided p from
+    :func:`joint_change`, Holm-adjusted over the configurations of a split. Positive means sparsity does better
+    with less data. Empty with fewer than two sweep sizes.
+    """
+    sizes = [p for p in sw if p != "full"]
+    if len(sizes) < 2:
+        return pd.DataFrame()
+    small, large = sizes[0], sizes[-1]
     rows = []
-    for (split, config), g in diffs.groupby(["split", "config"], sort=False):
-        g = g.set_index("protocol")
-        if small not in g.index or large not in g.index or small == large:
-            continue
-        a, b = g.loc[small], g.loc[large]
-        change, se = a.mean_diff - b.mean_diff, math.hypot(a.se, b.se)
-        z = sps.norm.ppf(0.975)
-        p = float(2 * sps.norm.sf(abs(change) / se)) if se > 0 else float("nan")
-        rows.append(dict(split=split, config=config, small=small, large=large, diff_small=a.mean_diff,
-                         diff_large=b.mean_diff, change=change, se=se, ci_low=change - z * se, ci_high=change + z * se,
-                         p=p))
+    for split in splits:
+        try:
+            (configs, seeds_s, a), (_, seeds_l, b) = (report.correctness(sw[p]["sel"], split) for p in (small, large))
+        except ValueError:
+            continue  # no predictions on this split
+        draws = joint_change(a, b, B=B, seed=seed)
+        for i, config in enumerate(configs[1:]):
+            lo, hi = bootstrap.percentile_ci(draws[:, i])
+            gain_s, gain_l = a[i + 1].mean() - a[0].mean(), b[i + 1].mean() - b[0].mean()
+            rows.append(dict(split=split, config=config, small=small, large=large, seeds_small=len(seeds_s),
+                             seeds_large=len(seeds_l), diff_small=gain_s, diff_large=gain_l, change=gain_s - gain_l,
+                             se=float(draws[:, i].std(ddof=1)), ci_low=lo, ci_high=hi,
+                             p=bootstrap.p_two_sided(draws[:, i])))
     out = pd.DataFrame(rows)
     if len(out):
-        from .stats import holm
-        out["p_holm"] = np.concatenate([holm(g["p"].to_numpy()) for _, g in out.groupby("split", sort=False)])
+        out["p_holm"] = out.groupby("split")["p"].transform(lambda p: holm(p.to_numpy()))
     return out
 
 
-def answer(diffs: pd.DataFrame, change: pd.DataFrame, alpha: float = 0.05, split: str = "dev") -> str:
+def answer(diffs: pd.DataFrame, change: pd.DataFrame, alpha: float = 0.05, split: str = "dev",
+           min_seeds: int = 2) -> str:
     """The chapter's answer to "does sparsity help more as data shrinks?", by a stated rule, on ``split``.
 
-    Yes only if some configuration both beats the baseline at the smallest size (two-level bootstrap, Holm p
-    against zero below ``alpha``, difference above zero) and gains significantly more there than at the
-    largest size (:func:`trend`, Holm p below ``alpha``, change above zero). Otherwise no, with the numbers.
+    Yes only if some configuration both beats the baseline at the sweep's smallest size (two-level bootstrap,
+    Holm p against zero below ``alpha``, difference above zero) and gains significantly more there than at the
+    sweep's largest size (:func:`trend`, Holm p below ``alpha``, change above zero). Not answerable while the
+    two sizes compared have fewer than ``min_seeds`` paired seeds each: with one seed an interval counts the
+    sentence sample only.
     """
-    d, c = diffs[diffs["split"] == split], change[change["split"] == split] if len(change) else change
-    sizes = sorted(d["protocol"].unique(), key=SIZE_OF.get)
-    if len(sizes) < 2 or not len(c):
-        return (f"Not answerable yet on {split}: the sweep has {len(sizes)} size(s) with a paired grid "
-                f"({', '.join(sizes) or 'none'}).")
-    small, large = sizes[0], sizes[-1]
-    at_small = d[d["protocol"] == small].set_index("config")
-    beats = {cfg for cfg, r in at_small.iterrows() if r.p_zero_holm < alpha and r.mean_diff > 0}
-    grows = {r.config for r in c.itertuples() if r.p_holm < alpha and r.change > 0}
-    both = sorted(beats & grows, key=list(CONFIGS).index)
-    seeds = f"{int(at_small['n_seeds'].min())} paired seed(s) at {small}"
+    c = change[change["split"] == split] if len(change) else change
+    if not len(c):
+        return f"Not answerable yet on {split}: the sweep has fewer than two sizes with a paired grid."
+    small, large = c["small"].iloc[0], c["large"].iloc[0]
+    seeds = f"{int(c.seeds_small.iloc[0])} paired seed(s) at {small}, {int(c.seeds_large.iloc[0])} at {large}"
+    if min(c.seeds_small.min(), c.seeds_large.min()) < min_seeds:
+        return (f"Not answerable yet on {split} ({seeds}): with one seed an interval counts the sentence sample "
+                f"but not the seed, so nothing here is a test yet.")
+    d = diffs[(diffs["split"] == split) & (diffs["protocol"] == small)].set_index("config")
+    beats = [cfg for cfg in present.order(d.index) if d.loc[cfg, "p_zero_holm"] < alpha and d.loc[cfg, "mean_diff"] > 0]
+    grows = [cfg for cfg in present.order(c.config) if c.set_index("config").loc[cfg, "p_holm"] < alpha
+             and c.set_index("config").loc[cfg, "change"] > 0]
+    both = [cfg for cfg in beats if cfg in grows]
     span = (f"at {SIZE_OF[small]:,} training sentences the sparse configurations differ from the baseline by "
-            f"{100 * at_small.mean_diff.min():+.2f} to {100 * at_small.mean_diff.max():+.2f} points on {split}, and at "
-            f"{SIZE_OF[large]:,} by {100 * d[d.protocol == large].mean_diff.min():+.2f} to "
-            f"{100 * d[d.protocol == large].mean_diff.max():+.2f}")
+            f"{100 * c.diff_small.min():+.2f} to {100 * c.diff_small.max():+.2f} points on {split}, and at "
+            f"{SIZE_OF[large]:,} by {100 * c.diff_large.min():+.2f} to {100 * c.diff_large.max():+.2f} ({seeds})")
     if both:
         return (f"Yes for {', '.join(both)}: it beats the dense baseline at {SIZE_OF[small]:,} sentences and gains more "
-                f"there than at {SIZE_OF[large]:,} (Holm, {100 * alpha:.0f}%); {span} ({seeds}).")
+                f"there than at {SIZE_OF[large]:,} (Holm, {100 * alpha:.0f}%); {span}.")
     if beats:
-        return (f"No: {', '.join(sorted(beats))} beat{'s' if len(beats) == 1 else ''} the baseline at {SIZE_OF[small]:,} "
-                f"sentences, but the gain is not significantly larger than at {SIZE_OF[large]:,}; {span} ({seeds}).")
+        return (f"No: {', '.join(beats)} beat{'s' if len(beats) == 1 else ''} the baseline at {SIZE_OF[small]:,} "
+                f"sentences, but the gain is not significantly larger than at {SIZE_OF[large]:,}; {span}.")
+    if grows:
+        return (f"No: no sparse configuration beats the dense baseline at {SIZE_OF[small]:,} sentences, although "
+                f"{', '.join(grows)} do{'es' if len(grows) == 1 else ''} significantly better against it there than at "
+                f"{SIZE_OF[large]:,}; {span}.")
     return (f"No: no sparse configuration beats the dense baseline at the smallest size, and none gains "
-            f"significantly more there than at the largest; {span} ({seeds}).")
+            f"significantly more there than at the largest; {span}.")

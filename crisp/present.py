@@ -57,16 +57,16 @@ def ci(mean: float, low: float | None = None, high: float | None = None, *, scal
         x = scale * x
         x = 0.0 if abs(x) < 0.5 * 10 ** -digits else x  # never "-0.00"
         return f"{x:{'+' if sign else ''}.{digits}f}"
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    if pd.isna(mean):
         return "n/a"
-    if low is None or high is None or any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
         return fmt(mean)
     return f"{fmt(mean)} [{fmt(low)}, {fmt(high)}]"
 
 
 def pvalue(p: float) -> str:
     """A p-value to two significant figures (``0.016``, ``0.0033``, ``0.070``, ``1.0``); below 0.0001 as ``<0.0001``."""
-    if p is None or (isinstance(p, float) and math.isnan(p)):
+    if p is None or pd.isna(p):
         return "n/a"
     if p < 1e-4:
         return "<0.0001"
@@ -122,6 +122,8 @@ def legend_below(fig, ax=None, ncol: int = 2, handles=None, labels=None, **kwarg
     """
     if handles is None:
         handles, labels = (ax or fig.axes[0]).get_legend_handles_labels()
+    elif labels is None:
+        labels = [h.get_label() for h in handles]
     for a in fig.axes:
         if a.get_legend() is not None:
             a.get_legend().remove()
@@ -146,21 +148,25 @@ def paired_differences(boot: pd.DataFrame, title: str | None = None, detectable:
                              sharey=True, sharex=True, squeeze=False)
     for ax, split in zip(axes[0], splits):
         rows = boot[boot["split"] == split].set_index("config")
+        first = True  # label the first drawn row only: one legend entry per kind
         for y, config in enumerate(configs):
             if config not in rows.index:
                 continue
             r = rows.loc[config]
             if detectable:
                 ax.fill_betweenx([y - 0.3, y + 0.3], -100 * r.mdd_zero, 100 * r.mdd_zero, color="0.85", lw=0,
-                                 label="undetectable with 80% power" if y == 0 else None)
-            ax.errorbar(100 * r.mean_diff, y, xerr=[[100 * (r.mean_diff - r.ci_low)], [100 * (r.ci_high - r.mean_diff)]],
+                                 label="undetectable with 80% power" if first else None)
+            below, above = max(0.0, r.mean_diff - r.ci_low), max(0.0, r.ci_high - r.mean_diff)
+            ax.errorbar(100 * r.mean_diff, y, xerr=[[100 * below], [100 * above]],
                         fmt="o", color=CONFIG_COLORS.get(config, OTHER_COLOR), capsize=4, markersize=7, lw=2,
-                        label="ours: paired difference, 95% CI (seeds and sentences)" if y == 0 else None)
-            ax.scatter(100 * r.claimed_gain, y, **PAPER_MARKER, label="paper: claimed gain (one run each)" if y == 0 else None)
+                        label="ours: paired difference, 95% CI (seeds and sentences)" if first else None)
+            ax.scatter(100 * r.claimed_gain, y, **PAPER_MARKER, label="paper: claimed gain (one run each)" if first else None)
+            first = False
         ax.axvline(0, color="black", lw=0.8)
         ax.set(yticks=range(len(configs)), yticklabels=configs, xlabel="sparse minus dense baseline (points)",
                title=f"{split} split ({int(rows['n_sentences'].iloc[0]):,} sentences)" if "n_sentences" in rows else f"{split} split")
-        ax.invert_yaxis() if ax is axes[0][0] else None
+        if ax is axes[0][0]:
+            ax.invert_yaxis()  # first configuration on top (the y axis is shared)
     if title:
         fig.suptitle(title, fontsize=11)
     legend_below(fig, axes[0][0], ncol=3 if detectable else 2)
@@ -209,8 +215,6 @@ def chapter(model: str | None = None, protocol: str | None = None, hardware: str
     return sel
 
 
-# --- Added for the chapters correlation, single_run, layer_sparsity, entropy, training_dynamics ---
-
 def by_order(frame: pd.DataFrame, column: str = "config") -> pd.DataFrame:
     """The rows of ``frame`` with ``column`` in the book's order (:func:`order`), ties kept in place, index reset."""
     rank = {c: i for i, c in enumerate(order(frame[column]))}
@@ -223,8 +227,6 @@ def paper_handle(label: str = "paper (one run)"):
     return Line2D([], [], linestyle="", marker="*", markersize=13, markerfacecolor=PAPER_COLOR,
                   markeredgecolor="black", markeredgewidth=0.5, label=label)
 
-
-# --- added for the cost, padding and library chapters --------------------------------------------
 
 def mark(value) -> str:
     """A check's outcome for a table cell: ``✓`` (True), ``✗`` (False), ``n/a`` (None or NaN: does not apply)."""
@@ -241,6 +243,8 @@ def runs_on_log_x(ax, frame: pd.DataFrame, x: str, y: str, spread: float = 0.05,
     which scatters them across a log axis)."""
     rng = np.random.default_rng(seed)
     configs = order(frame["config"])
+    if not configs:
+        return
     shifts = dict(zip(configs, np.linspace(-spread, spread, len(configs)))) if len(configs) > 1 else {configs[0]: 0.0}
     for config in configs:
         rows = frame[frame["config"] == config]

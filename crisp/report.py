@@ -43,8 +43,9 @@ def protocol_kind(protocol: str) -> str:
     base = protocol.split("-custom")[0]
     if protocol != base:
         return "custom"
+    from .train import SIZE_PROTOCOLS
     return {"full": "the paper's recipe", "small": "smoke check"}.get(
-        base, "data-size sweep" if base in EXPERIMENT_PROTOCOLS else "custom")
+        base, "data-size sweep" if base in SIZE_PROTOCOLS else "custom")
 
 
 def project_root(start=None) -> Path:

@@ -52,6 +52,7 @@ PROTOCOLS = {
               "logging_steps": 25},
 }
 SIZE_PROTOCOLS = ("n500", "n2000", "n8000")
+SIZE_RULE = {"min_epochs": 5, "min_steps": 320}  # the sweep's length rule (above), checked by the tests
 # Numerical precision of a run. Not part of the recipe (the protocol's name stays), but part of the run's identity:
 # a run folder's label carries it (baseline-bf16) and the book never pairs runs of different precisions or devices.
 PRECISIONS = {

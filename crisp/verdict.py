@@ -149,36 +149,42 @@ def _span(values, sign: bool = True) -> str:
 
 
 def headline(boot: pd.DataFrame, *, model: str, protocol: str, n_seeds: int, hardware: str,
-             readings: pd.DataFrame | None = None, alpha: float = 0.05) -> str:
+             readings: pd.DataFrame | None = None, alpha: float = 0.05, planned_seeds: int | None = None) -> str:
     """The verdict in two sentences, for the top of the book: what the runs show, and what the padding study adds.
 
     The first sentence is scoped (model, protocol, seeds, hardware) and gives, per split, the range of the
     paired differences, which configurations differ from zero and for which the paper's own claimed gain is
-    rejected (two-level bootstrap, Holm at ``alpha``). The second, only with the padding study's ``readings``,
-    says what the mask-first pad-to-512 reading of the paper would mean.
+    rejected (two-level bootstrap, Holm at ``alpha``). With fewer seeds than ``planned_seeds`` it opens with
+    "Provisional"; with one seed it says the intervals count the sentences only. The second sentence, only
+    with the padding study's ``readings``, says what the mask-first pad-to-512 reading of the paper would mean.
     """
+    from .present import order
+
     splits = list(dict.fromkeys(boot["split"]))
     ranges = " and ".join(f"{_span(boot.loc[boot.split == s, 'mean_diff'])} points on {s}" for s in splits)
-    better = sorted({r.config for r in boot.itertuples() if r.p_zero_holm < alpha and r.mean_diff > 0})
-    worse = sorted({r.config for r in boot.itertuples() if r.p_zero_holm < alpha and r.mean_diff < 0})
-    if better:
-        outcome = f"{_names(better)} beat{'s' if len(better) == 1 else ''} the dense baseline"
-    elif worse:
-        outcome = f"no sparse configuration beats the dense baseline and {_names(worse)} fall{'s' if len(worse) == 1 else ''} below it"
-    else:
-        outcome = "no sparse configuration beats the dense baseline, nor falls significantly below it"
+
+    def where(sign: int) -> list[str]:
+        return [f"{_names(order(g.config))} on {s}" for s in splits
+                for g in [boot[(boot.split == s) & (boot.p_zero_holm < alpha) & (sign * boot.mean_diff > 0)]] if len(g)]
+    better, worse = where(+1), where(-1)
+    outcome = ("no sparse configuration beats the dense baseline" if not better else
+               f"sparse attention beats the dense baseline ({'; '.join(better)})")
+    outcome += (f", and some fall below it ({'; '.join(worse)})" if worse else
+                "" if better else ", nor falls significantly below it")
     rejected = {s: boot[(boot.split == s) & (boot.p_claim_holm < alpha)] for s in splits}
-    everywhere = all(len(rejected[s]) == (boot.split == s).sum() for s in splits)
-    if everywhere:
+    if all(len(rejected[s]) == (boot.split == s).sum() for s in splits):
         claims = (f"and every configuration's own claimed gain ({_span(boot.claimed_gain)} points) is rejected on "
                   f"{' and '.join(splits)} (Holm p at most {_p(boot.p_claim_holm.max())})")
     else:
-        parts = [f"on {s} for {_names(list(rejected[s].config))}" for s in splits if len(rejected[s])]
+        parts = [f"on {s} for {_names(order(rejected[s].config))}" for s in splits if len(rejected[s])]
         claims = ("and the paper's claimed gains are rejected " + "; ".join(parts)) if parts else \
                  "and no claimed gain is rejected: the design cannot tell them from zero"
     seeds = f"{n_seeds} paired seed{'s' if n_seeds != 1 else ''}"
-    text = (f"On {model} (protocol {protocol}, {seeds}, {hardware}), {outcome}: the paired differences are "
-            f"{ranges} (two-level bootstrap over seeds and sentences, Holm), {claims}.")
+    levels = "seeds and sentences" if n_seeds > 1 else "sentences only, one seed"
+    lead = (f"Provisional ({n_seeds} of {planned_seeds} planned seeds): on" if planned_seeds and n_seeds < planned_seeds
+            else "On")
+    text = (f"{lead} {model} (protocol {protocol}, {seeds}, {hardware}), {outcome}: the paired differences are "
+            f"{ranges} (two-level bootstrap over {levels}, Holm), {claims}.")
     if readings is not None:
         fact = readings_fact(readings)
         if fact["max"] < NO_PRUNING:

@@ -283,6 +283,13 @@ def unresolved_glue(text: str, html: str, context: int = 50, limit: int = 5) -> 
     return []
 
 
+def code_marks_in_glued_text(pasted: list[str], limit: int = 5) -> list[str]:
+    """Glued text (myst-nb's ``span.pasted-text``) that shows a literal backtick: glued text is not parsed
+    as MyST, so code marks written into it reach the reader as they are."""
+    bad = [" ".join(t.split())[:80] for t in pasted if "`" in t]
+    return [f"{len(bad)} glued text(s) with a literal backtick:", *(f"  {t}" for t in bad[:limit])] if bad else []
+
+
 def overflowing_tables(measure: dict, tolerance_px: float = 1.0) -> list[str]:
     """One line per table wider than the content column, from the browser measurement
     ``{"column": width_px, "tables": [{"width", "overflow", "headers"}, ...]}``."""

@@ -11,7 +11,7 @@ Each page of ``_toc.yml`` is opened once at desktop width (1280x900) and once at
   article's content column (a table inside a scroll wrapper counts: a reader must not have to
   scroll sideways to read it);
 - ``test_no_unresolved_glue``: no literal ``{glue`` (an unresolved MyST glue role) in the page's
-  visible text or HTML;
+  visible text or HTML, and no literal backtick in glued text (it is not parsed as MyST);
 - ``test_analysis_chapter_has_figure``: every chapter under the "Results" and "Conclusion" parts
   of ``_toc.yml`` shows at least one loaded image in its main content.
 
@@ -225,7 +225,8 @@ def _visit(browser, book_url: str, page_info: bh.Page) -> Visit:
             status=200,
             problems=_render_problems(page, page_info, images, console_errors),
             tables=page.evaluate(MEASURE_TABLES),
-            glue=bh.unresolved_glue(page.inner_text("body"), page.content()),
+            glue=bh.unresolved_glue(page.inner_text("body"), page.content())
+            + bh.code_marks_in_glued_text(page.eval_on_selector_all("span.pasted-text", "els => els.map(e => e.innerText)")),
             loaded_images=sum(1 for img in images if img["w"]),
         )
     finally:
@@ -279,7 +280,7 @@ def test_tables_fit_desktop(page_info: bh.Page, visits) -> None:
 def test_no_unresolved_glue(page_info: bh.Page, visits) -> None:
     glue = visits(page_info).glue
     if glue:
-        _fail(page_info, "literal '{glue' on the page (an unresolved MyST glue role)", glue)
+        _fail(page_info, "literal '{glue' (an unresolved MyST glue role) or a backtick in glued text", glue)
 
 
 def test_toc_names_analysis_chapters() -> None:

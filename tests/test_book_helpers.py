@@ -58,3 +58,9 @@ def test_overflowing_tables_names_the_headers():
     assert bh.overflowing_tables(measure) == [
         "table 2 [config | accuracy] is 1400px wide, 700px past the 700px content column"
     ]
+
+
+def test_code_marks_in_glued_text_names_them():
+    assert bh.code_marks_in_glued_text(["0.97", "minilm, protocol full"]) == []
+    found = bh.code_marks_in_glued_text(["model `minilm` (6 layers)", "1.93"])
+    assert found == ["1 glued text(s) with a literal backtick:", "  model `minilm` (6 layers)"]

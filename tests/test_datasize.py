@@ -1,5 +1,6 @@
 """The data-size sweep's analysis: sizes read from the checked summaries, the change with size, the answer."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -50,27 +51,49 @@ def test_no_size_is_a_clear_error(tmp_path):
         datasize.sweep(tmp_path / "runs", summaries=tmp_path / "summary")
 
 
-def _diffs(small_diff, large_diff, p_small=0.01, se=0.005):
-    rows = []
-    for protocol, diff, p in (("n500", small_diff, p_small), ("full", large_diff, 0.9)):
-        for config in ("uniform_sparse", "light_sparse", "aggressive_sparse"):
-            rows.append(dict(split="dev", config=config, protocol=protocol, train_size=datasize.SIZE_OF[protocol],
-                             n_seeds=5, mean_diff=diff, se=se, p_zero_holm=p))
-    return pd.DataFrame(rows)
+def test_joint_change_shares_the_sentence_draw():
+    rng = np.random.default_rng(0)
+    same = rng.random((4, 1, 40)) < 0.8  # one run per configuration: the seed draw cannot differ
+    assert np.allclose(datasize.joint_change(same, same, B=200), 0)  # one sentence draw for both sizes: change 0
+    small, large = np.zeros((2, 2, 50), bool), np.zeros((2, 3, 50), bool)
+    small[1, :, :10] = True  # the sparse runs at the small size get 10 of 50 more right
+    draws = datasize.joint_change(small, large, B=2000)
+    assert draws.shape == (2000, 1) and draws.mean() == pytest.approx(0.2, abs=0.01)
+    with pytest.raises(ValueError, match="same configurations and sentences"):
+        datasize.joint_change(small, large[:, :, :40])
 
 
-def test_trend_and_answer_follow_the_stated_rule():
-    yes = _diffs(0.03, 0.0)
-    change = datasize.trend(yes)
-    assert change.change.tolist() == pytest.approx([0.03] * 3)
-    assert change.se.iloc[0] == pytest.approx(0.005 * 2 ** 0.5) and (change.p_holm < 0.05).all()
-    assert datasize.answer(yes, change).startswith("Yes for uniform_sparse, light_sparse, aggressive_sparse")
-    beats_only = _diffs(0.01, 0.008)
-    assert datasize.answer(beats_only, datasize.trend(beats_only)).startswith("No: aggressive_sparse, light_sparse")
-    none = _diffs(-0.01, -0.006, p_small=0.5)
-    text = datasize.answer(none, datasize.trend(none))
-    assert text.startswith("No: no sparse configuration beats") and "-1.00 to -1.00 points on dev" in text
-    assert "5 paired seed(s) at n500" in text
-    one = _diffs(0.03, 0.0)
-    assert datasize.answer(one[one.protocol == "n500"], datasize.trend(one[one.protocol == "n500"])).startswith(
-        "Not answerable yet")
+def test_trend_compares_the_sweeps_own_sizes(tmp_path):
+    sizes(tmp_path / "runs", {"n500": 8, "n2000": 0, "full": 0})
+    summarise(tmp_path, ["n500", "n2000", "full"])
+    sw = datasize.sweep(tmp_path / "runs", summaries=tmp_path / "summary")
+    change = datasize.trend(sw, B=2000)
+    assert set(change.small) == {"n500"} and set(change.large) == {"n2000"}  # full is not part of the sweep's rule
+    assert change.change.tolist() == pytest.approx([8 / 50] * 3) and (change.p_holm < 0.05).all()
+    text = datasize.answer(datasize.differences(sw), change)
+    assert text.startswith("Yes for light_sparse, uniform_sparse, aggressive_sparse") and "3 paired seed(s) at n500" in text
+    one = {k: v for k, v in sw.items() if k == "n500"}
+    assert datasize.trend(one).empty and datasize.answer(datasize.differences(one), datasize.trend(one)).startswith(
+        "Not answerable yet on dev: the sweep has fewer than two sizes")
+
+
+def _answer_inputs(beats, grows, seeds=5):
+    configs = ("uniform_sparse", "light_sparse", "aggressive_sparse")
+    diffs = pd.DataFrame([dict(split="dev", protocol="n500", config=c, mean_diff=0.02 if c in beats else -0.01,
+                               p_zero_holm=0.01 if c in beats else 0.6) for c in configs])
+    change = pd.DataFrame([dict(split="dev", config=c, small="n500", large="n8000", seeds_small=seeds, seeds_large=seeds,
+                                diff_small=-0.01, diff_large=-0.03, change=0.02, p_holm=0.01 if c in grows else 0.7)
+                           for c in configs])
+    return diffs, change
+
+
+def test_answer_follows_the_stated_rule():
+    assert datasize.answer(*_answer_inputs({"light_sparse"}, {"light_sparse"})).startswith("Yes for light_sparse:")
+    assert datasize.answer(*_answer_inputs({"light_sparse"}, set())).startswith("No: light_sparse beats the baseline")
+    grows_only = datasize.answer(*_answer_inputs(set(), {"aggressive_sparse"}))
+    assert grows_only.startswith("No: no sparse configuration beats") and "although aggressive_sparse does" in grows_only
+    neither = datasize.answer(*_answer_inputs(set(), set()))
+    assert neither.startswith("No: no sparse configuration beats") and "-1.00 to -1.00 points on dev" in neither
+    assert "5 paired seed(s) at n500, 5 at n8000" in neither
+    assert datasize.answer(*_answer_inputs({"light_sparse"}, {"light_sparse"}, seeds=1)).startswith(
+        "Not answerable yet on dev (1 paired seed(s)")

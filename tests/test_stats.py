@@ -511,11 +511,16 @@ def test_headline_is_two_scoped_sentences_from_the_numbers():
     assert "-0.73 to -0.53 points on dev" in text and "rejected on dev and test (Holm p at most 0.030)" in text
     assert "(+0.61 to +0.97 points)" in text and "872 dev sentences padded to 512" in text
     assert text.count(". ") == 1 and text.endswith(".")  # two sentences
-    partial = headline(_boot("dev"), model="m", protocol="n500", n_seeds=1, hardware="cpu-fp32")
-    assert "1 paired seed," in partial and "rejected on dev for uniform_sparse and light_sparse" in partial
+    partial = headline(_boot("dev"), model="m", protocol="n500", n_seeds=1, hardware="cpu-fp32", planned_seeds=5)
+    assert partial.startswith("Provisional (1 of 5 planned seeds): on m (protocol n500, 1 paired seed,")
+    assert "over sentences only, one seed" in partial and "rejected on dev for light_sparse and uniform_sparse" in partial
     assert "pad" not in partial  # no readings, no second sentence
     better = headline(_boot("dev", p_zero_holm=(0.01, 0.6, 0.6)).assign(mean_diff=0.01), model="m", protocol="full",
                       n_seeds=5, hardware="cpu-fp32")
-    assert "uniform_sparse beats the dense baseline" in better
+    assert "sparse attention beats the dense baseline (uniform_sparse on dev)" in better
+    mixed = pd.concat([_boot("dev", p_zero_holm=(0.01, 0.6, 0.6)).assign(mean_diff=0.01),
+                       _boot("test", p_zero_holm=(0.6, 0.6, 0.01))])
+    both = headline(mixed, model="m", protocol="full", n_seeds=5, hardware="h")
+    assert "(uniform_sparse on dev), and some fall below it (aggressive_sparse on test)" in both
     pruning = headline(_boot("dev"), model="m", protocol="full", n_seeds=5, hardware="h", readings=_readings(0.3))
     assert "up to 30.0%" in pruning and "no real key" not in pruning

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from crisp.subsets import label_counts, subset
-from crisp.train import PROTOCOLS, SIZE_PROTOCOLS, make_config
+from crisp.train import PROTOCOLS, SIZE_PROTOCOLS, SIZE_RULE, make_config
 
 LABELS = [1 if (i * 7919) % 10 < 6 else 0 for i in range(5000)]  # 60% positive, in no particular order
 
@@ -52,4 +52,5 @@ def test_size_protocols_follow_the_stated_rule():
     for name in SIZE_PROTOCOLS:
         p = PROTOCOLS[name]
         steps = -(-p["train_size"] // 64) * p["epochs"]
-        assert p["epochs"] >= 5 and steps >= 320, name
+        assert p["epochs"] >= SIZE_RULE["min_epochs"] and steps >= SIZE_RULE["min_steps"], name
+    assert SIZE_RULE == {"min_epochs": 5, "min_steps": 320}  # the rule the chapter states
