@@ -161,6 +161,15 @@ def topk_softmax(
     return masked_softmax(scores, kept)
 
 
+def key_mask_of(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Bool mask (True = real key) from HF's additive float mask (0 / ``finfo.min``), or None."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dtype == torch.bool:
+        return attention_mask
+    return attention_mask > torch.finfo(attention_mask.dtype).min / 2
+
+
 def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Softmax over the entries where ``keep`` is True; exactly 0 (value and gradient) elsewhere.
 

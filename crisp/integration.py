@@ -29,7 +29,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .attention import masked_softmax
+from .attention import key_mask_of, masked_softmax
 from .configs import CrispConfig
 from .state import CrispState
 
@@ -85,7 +85,7 @@ def _mask_and_bias(attention_mask, scores, causal: bool, sliding_window):
         return attention_mask, None
     if not attention_mask.dtype.is_floating_point:
         raise ValueError(f"attention_mask must be bool (True = attend) or additive float, got {attention_mask.dtype}")
-    key_mask = attention_mask > torch.finfo(attention_mask.dtype).min / 2
+    key_mask = key_mask_of(attention_mask)
     return key_mask, attention_mask.masked_fill(~key_mask, 0.0)
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import check_sparsity, masked_softmax, topk_keep_mask
+from .attention import check_sparsity, key_mask_of, masked_softmax, topk_keep_mask
 
 MASK_VALUES = ("finfo.min", "-inf", "none")
 
@@ -73,15 +73,6 @@ def get(reading) -> Reading:
     if reading not in READINGS:
         raise ValueError(f"unknown reading {reading!r}; choose from {', '.join(READINGS)}")
     return READINGS[reading]
-
-
-def key_mask_of(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """Bool mask (True = real key) from HF's additive float mask (0 / ``finfo.min``), or None."""
-    if attention_mask is None:
-        return None
-    if attention_mask.dtype == torch.bool:
-        return attention_mask
-    return attention_mask > torch.finfo(attention_mask.dtype).min / 2
 
 
 def additive_mask(attention_mask: torch.Tensor | None, mask_value: str) -> torch.Tensor | None:

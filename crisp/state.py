@@ -47,17 +47,27 @@ class CrispState:
         # updated in place: Python numbers updated inside a compiled graph would force recompiles.
         self.compiled_counts = None
 
+    def fold_compiled_counts(self) -> None:
+        """Move the counts a compiled model kept in ``compiled_counts`` into the per-layer lists (outside any graph),
+        so that every reader (the summary, the data-parallel sum in the trainer, a checkpoint) sees one store."""
+        if self.compiled_counts is None:
+            return
+        extra = self.compiled_counts.cpu().tolist()
+        for store, add in zip((self.kept, self.real, self.ratio_sum, self.forwards), extra):
+            for layer, value in enumerate(add):
+                store[layer] = store[layer] + value
+        self.compiled_counts = None
+
     def sparsity_summary(self) -> list[dict]:
         """Per layer: mean target ratio and realized sparsity over real entries since the last reset."""
+        self.fold_compiled_counts()
         rows = []
-        extra = torch.zeros(4, self.n_layers, dtype=torch.float64) if self.compiled_counts is None else self.compiled_counts.cpu()
         for layer in range(self.n_layers):
-            forwards = self.forwards[layer] + float(extra[3, layer])
-            ratio_sum = self.ratio_sum[layer] + float(extra[2, layer])
-            target = ratio_sum / forwards if forwards else self.controller.ratios[layer]
+            forwards = float(self.forwards[layer])
+            target = float(self.ratio_sum[layer]) / forwards if forwards else self.controller.ratios[layer]
             if self.config.keep is not None:
                 target = float("nan")  # a fixed count per row has no target fraction
-            kept, real = float(self.kept[layer]) + float(extra[0, layer]), float(self.real[layer]) + float(extra[1, layer])
+            kept, real = float(self.kept[layer]), float(self.real[layer])
             realized = 1.0 - kept / real if real else float("nan")
             rows.append({"layer": layer, "target_sparsity": target, "realized_sparsity": realized})
         return rows

@@ -58,6 +58,7 @@ class CrispTrainer(Trainer):
         if not distributed.active():
             return
         s = self.crisp_state
+        s.fold_compiled_counts()  # a compiled model counts in a tensor: sum those too
         distributed.check_same_across_ranks(s.controller.ratios, "adaptive per-layer sparsity ratios")
         n = s.n_layers
         local = torch.tensor([float(v) for v in (*s.kept, *s.real)] + [float(self.correct), float(self.seen)],
@@ -81,6 +82,7 @@ class StateSaver(TrainerCallback):
         if self.trainer is None or not state.is_world_process_zero:
             return
         s = self.crisp_state
+        s.fold_compiled_counts()
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         results.write_json(folder / STATE_FILE, {
             "controller": s.controller.state_dict(),

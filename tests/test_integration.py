@@ -144,3 +144,22 @@ def test_paper_configs_prune_first_layer_scores_as_topk_softmax(kind, name):
     expected = crisp.topk_softmax(scores, crisp.CONFIGS[name].sparsity, key_mask)
     real_rows = key_mask.transpose(-1, -2).expand_as(got)  # padded query rows are not compared
     torch.testing.assert_close(got[real_rows], expected[real_rows], atol=1e-6, rtol=0)
+
+
+def test_compiled_counts_fold_into_the_one_store_every_reader_uses():
+    """A compiled model counts in ``compiled_counts``; the summary, the trainer's data-parallel sum and checkpoints
+    read the per-layer lists, so the tensor is folded into them (and emptied) first."""
+    import torch
+
+    from crisp import CrispConfig
+    from crisp.state import CrispState
+
+    state = CrispState(CrispConfig("u", 0.8), n_layers=2, n_heads=1)
+    state.kept, state.real = [1.0, 2.0], [10.0, 20.0]
+    state.compiled_counts = torch.tensor([[3.0, 4.0], [30.0, 40.0], [0.8, 1.6], [1.0, 2.0]], dtype=torch.float64)
+    summary = state.sparsity_summary()
+    assert state.compiled_counts is None and state.kept == [4.0, 6.0] and state.real == [40.0, 60.0]
+    assert state.forwards == [1.0, 2.0] and state.ratio_sum == pytest.approx([0.8, 1.6])
+    assert [r["realized_sparsity"] for r in summary] == pytest.approx([0.9, 0.9])
+    state.fold_compiled_counts()  # nothing left to fold: unchanged
+    assert state.kept == [4.0, 6.0]
