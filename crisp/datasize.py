@@ -17,8 +17,9 @@ import pandas as pd
 from . import bootstrap, mechanism, present, report, summary
 from .stats import holm
 from .configs import CONFIGS
+from .train import SIZE_PROTOCOLS
 
-SIZE_OF = {"n500": 500, "n2000": 2000, "n8000": 8000, "full": 67349}  # training sentences per protocol
+SWEEP = (*SIZE_PROTOCOLS, "full")  # smallest first; each run records how many sentences it trained on
 
 
 def sweep(root=None, model: str = "minilm", hardware: str = "cpu-fp32", summaries=None) -> dict:
@@ -29,7 +30,7 @@ def sweep(root=None, model: str = "minilm", hardware: str = "cpu-fp32", summarie
     :class:`crisp.summary.StaleSummaryError` naming the file and the command that refreshes it).
     """
     out = {}
-    for protocol in SIZE_OF:
+    for protocol in SWEEP:
         try:
             sel = report.select(root, model=model, protocol=protocol, hardware=hardware)
         except FileNotFoundError:
@@ -43,8 +44,16 @@ def sweep(root=None, model: str = "minilm", hardware: str = "cpu-fp32", summarie
     return out
 
 
+def train_size(sel) -> int:
+    """Training sentences of a grid's runs, as their ``metrics.json`` recorded it (one value per grid)."""
+    sizes = sel.metrics["train_size"].unique()
+    if len(sizes) != 1:
+        raise ValueError(f"the runs of {sel.model} {sel.protocol} trained on different numbers of sentences: {sorted(sizes)}")
+    return int(sizes[0])
+
+
 def _tag(frame: pd.DataFrame, protocol: str, sel) -> pd.DataFrame:
-    return frame.assign(protocol=protocol, train_size=SIZE_OF[protocol], n_seeds=sel.n_seeds)
+    return frame.assign(protocol=protocol, train_size=train_size(sel), n_seeds=sel.n_seeds)
 
 
 def differences(sw: dict) -> pd.DataFrame:
@@ -128,7 +137,9 @@ def trend(sw: dict, splits=("dev", "test"), B: int = report.BOOT_B, seed: int = 
         for i, config in enumerate(configs[1:]):
             lo, hi = bootstrap.percentile_ci(draws[:, i])
             gain_s, gain_l = a[i + 1].mean() - a[0].mean(), b[i + 1].mean() - b[0].mean()
-            rows.append(dict(split=split, config=config, small=small, large=large, seeds_small=len(seeds_s),
+            rows.append(dict(split=split, config=config, small=small, large=large,
+                             size_small=train_size(sw[small]["sel"]), size_large=train_size(sw[large]["sel"]),
+                             seeds_small=len(seeds_s),
                              seeds_large=len(seeds_l), diff_small=gain_s, diff_large=gain_l, change=gain_s - gain_l,
                              se=float(draws[:, i].std(ddof=1)), ci_low=lo, ci_high=hi,
                              p=bootstrap.p_two_sided(draws[:, i])))
@@ -152,6 +163,7 @@ def answer(diffs: pd.DataFrame, change: pd.DataFrame, alpha: float = 0.05, split
     if not len(c):
         return f"Not answerable yet on {split}: the sweep has fewer than two sizes with a paired grid."
     small, large = c["small"].iloc[0], c["large"].iloc[0]
+    n_small, n_large = f"{int(c.size_small.iloc[0]):,}", f"{int(c.size_large.iloc[0]):,}"
     seeds = f"{int(c.seeds_small.iloc[0])} paired seed(s) at {small}, {int(c.seeds_large.iloc[0])} at {large}"
     if min(c.seeds_small.min(), c.seeds_large.min()) < min_seeds:
         return (f"Not answerable yet on {split} ({seeds}): with one seed an interval counts the sentence sample "
@@ -161,18 +173,18 @@ def answer(diffs: pd.DataFrame, change: pd.DataFrame, alpha: float = 0.05, split
     grows = [cfg for cfg in present.order(c.config) if c.set_index("config").loc[cfg, "p_holm"] < alpha
              and c.set_index("config").loc[cfg, "change"] > 0]
     both = [cfg for cfg in beats if cfg in grows]
-    span = (f"at {SIZE_OF[small]:,} training sentences the sparse configurations differ from the baseline by "
+    span = (f"at {n_small} training sentences the sparse configurations differ from the baseline by "
             f"{100 * c.diff_small.min():+.2f} to {100 * c.diff_small.max():+.2f} points on {split}, and at "
-            f"{SIZE_OF[large]:,} by {100 * c.diff_large.min():+.2f} to {100 * c.diff_large.max():+.2f} ({seeds})")
+            f"{n_large} by {100 * c.diff_large.min():+.2f} to {100 * c.diff_large.max():+.2f} ({seeds})")
     if both:
-        return (f"Yes for {', '.join(both)}: it beats the dense baseline at {SIZE_OF[small]:,} sentences and gains more "
-                f"there than at {SIZE_OF[large]:,} (Holm, {100 * alpha:.0f}%); {span}.")
+        return (f"Yes for {', '.join(both)}: it beats the dense baseline at {n_small} sentences and gains more "
+                f"there than at {n_large} (Holm, {100 * alpha:.0f}%); {span}.")
     if beats:
-        return (f"No: {', '.join(beats)} beat{'s' if len(beats) == 1 else ''} the baseline at {SIZE_OF[small]:,} "
-                f"sentences, but the gain is not significantly larger than at {SIZE_OF[large]:,}; {span}.")
+        return (f"No: {', '.join(beats)} beat{'s' if len(beats) == 1 else ''} the baseline at {n_small} "
+                f"sentences, but the gain is not significantly larger than at {n_large}; {span}.")
     if grows:
-        return (f"No: no sparse configuration beats the dense baseline at {SIZE_OF[small]:,} sentences, although "
+        return (f"No: no sparse configuration beats the dense baseline at {n_small} sentences, although "
                 f"{', '.join(grows)} do{'es' if len(grows) == 1 else ''} significantly better against it there than at "
-                f"{SIZE_OF[large]:,}; {span}.")
+                f"{n_large}; {span}.")
     return (f"No: no sparse configuration beats the dense baseline at the smallest size, and none gains "
             f"significantly more there than at the largest; {span}.")

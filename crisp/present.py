@@ -13,9 +13,7 @@ the formatting helpers need only pandas.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -132,7 +130,7 @@ def legend_below(fig, ax=None, ncol: int = 2, handles=None, labels=None, **kwarg
                       bbox_to_anchor=(0.5, 0.0), **kwargs)
 
 
-def paired_differences(boot: pd.DataFrame, title: str | None = None, detectable: bool = False):
+def paired_differences(boot: pd.DataFrame, detectable: bool = False):
     """The book's main figure: each sparse configuration minus the dense baseline (mean and 95% interval of the
     two-level bootstrap, one panel per split) beside the gain the paper claims for it from one run each (stars).
 
@@ -167,9 +165,38 @@ def paired_differences(boot: pd.DataFrame, title: str | None = None, detectable:
                title=f"{split} split ({int(rows['n_sentences'].iloc[0]):,} sentences)" if "n_sentences" in rows else f"{split} split")
         if ax is axes[0][0]:
             ax.invert_yaxis()  # first configuration on top (the y axis is shared)
-    if title:
-        fig.suptitle(title, fontsize=11)
     legend_below(fig, axes[0][0], ncol=3 if detectable else 2)
+    return fig
+
+
+def differences_by_size(diffs: pd.DataFrame, paper_size: int | None = None):
+    """The data-size chapter's main figure: each sparse configuration minus the baseline against the number of
+    training sentences (log scale), with its 95% interval, one panel per split; the configurations are shifted
+    sideways a little to keep their bars apart. With ``paper_size`` the paper's claimed gains are drawn as stars
+    there (its full training set).
+
+    ``diffs``: :func:`crisp.datasize.differences` rows (``split, config, train_size, mean_diff, ci_low, ci_high,
+    claimed_gain``). Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    configs, splits = order(diffs["config"]), list(dict.fromkeys(diffs["split"]))
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.6 * len(splits), 3.6), sharey=True, squeeze=False)
+    shift = dict(zip(configs, np.linspace(-0.06, 0.06, len(configs))))  # in decades
+    for ax, split in zip(axes[0], splits):
+        for config in configs:
+            r = diffs[(diffs["split"] == split) & (diffs["config"] == config)].sort_values("train_size")
+            below, above = (r.mean_diff - r.ci_low).clip(lower=0), (r.ci_high - r.mean_diff).clip(lower=0)
+            ax.errorbar(r.train_size * 10 ** shift[config], 100 * r.mean_diff, yerr=[100 * below, 100 * above],
+                        color=CONFIG_COLORS.get(config, OTHER_COLOR), marker="o", capsize=3, label=config)
+        if paper_size is not None:
+            claims = diffs[diffs["split"] == split].drop_duplicates("config")
+            ax.scatter([paper_size * 10 ** shift[c] for c in claims["config"]], 100 * claims["claimed_gain"],
+                       **PAPER_MARKER, label="paper: claimed gain (full data, one run)")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set(xscale="log", xlabel="training sentences (log scale)", title=f"{split} split")
+    axes[0][0].set_ylabel("sparse minus dense baseline (points)")
+    legend_below(fig, axes[0][0], ncol=2)
     return fig
 
 
@@ -195,12 +222,12 @@ def glue_text(name: str, text: str) -> None:
 
 def chapter(model: str | None = None, protocol: str | None = None, hardware: str | None = None,
             runs: bool = True):
-    """What every chapter starts with: quiet kernel, the book's plot theme, and the runs it reports on.
+    """What every chapter starts with: the book's plot theme and the runs it reports on.
 
-    Returns ``report.select(...)`` (the reported grid, or the one asked for) and glues its ``label``,
+    (The "IProgress not found" warning comes from ``import crisp`` itself, through huggingface_hub's tqdm, so a
+    chapter filters it before its imports.) Returns ``report.select(...)`` (the reported grid, or the one asked for) and glues its ``label``,
     which each chapter shows in a note; ``runs=False`` (a chapter that reads no runs) returns None.
     """
-    warnings.filterwarnings("ignore", message="IProgress not found")  # no ipywidgets in the book's kernel
     import seaborn as sns
 
     from . import report
@@ -230,11 +257,9 @@ def paper_handle(label: str = "paper (one run)"):
 
 def mark(value) -> str:
     """A check's outcome for a table cell: ``✓`` (True), ``✗`` (False), ``n/a`` (None or NaN: does not apply)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
     if isinstance(value, str):
         raise TypeError(f"mark() takes a boolean outcome, got the string {value!r}")
-    return "✓" if bool(value) else "✗"
+    return "n/a" if value is None or pd.isna(value) else "✓" if bool(value) else "✗"
 
 
 def runs_on_log_x(ax, frame: pd.DataFrame, x: str, y: str, spread: float = 0.05, seed: int = 0, **kwargs) -> None:

@@ -433,9 +433,3 @@ def method_reading(sel: Selection) -> dict:
         raise ValueError(f"the sparse runs use {len(seen)} readings {sorted(seen, key=str)}; report one at a time")
     paper_padding, granularity = seen.pop()
     return dict(paper_padding=paper_padding, granularity=granularity)
-
-
-def points(x: float, lo: float | None = None, hi: float | None = None) -> str:
-    """A fraction as signed percentage points, with its interval when given: ``-0.73 [-2.06, +0.60]``."""
-    text = f"{100 * x:+.2f}"
-    return text if lo is None else f"{text} [{100 * lo:+.2f}, {100 * hi:+.2f}]"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .present import order
+
 SPLIT_TEXT = {"dev": "the SST-2 dev split", "test": "the held-out SST-2 test split"}
 NO_PRUNING = 0.001  # realized sparsity over real pairs below this (0.1%) counts as "no real key pruned"
 
@@ -158,8 +160,6 @@ def headline(boot: pd.DataFrame, *, model: str, protocol: str, n_seeds: int, har
     "Provisional"; with one seed it says the intervals count the sentences only. The second sentence, only
     with the padding study's ``readings``, says what the mask-first pad-to-512 reading of the paper would mean.
     """
-    from .present import order
-
     splits = list(dict.fromkeys(boot["split"]))
     ranges = " and ".join(f"{_span(boot.loc[boot.split == s, 'mean_diff'])} points on {s}" for s in splits)
 

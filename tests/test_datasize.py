@@ -4,9 +4,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crisp import datasize, report, summary
+from crisp import datasize, report, results, summary
 from crisp.configs import CONFIGS
 from test_report import fake_run
+
+
+TRAIN_SIZES = {"n500": 500, "n2000": 2000, "n8000": 8000, "full": 67349}
+
+
+def sized_run(root, protocol, config, seed, correct):
+    """A fake run that also records how many sentences it trained on, as a real run's metrics.json does."""
+    folder = fake_run(root, "minilm", protocol, config, seed, correct)
+    metrics = results.read_json(folder / "metrics.json") | {"train_size": TRAIN_SIZES[protocol]}
+    results.write_json(folder / "metrics.json", metrics)
+    return folder
 
 
 def sizes(root, gains, seeds=(0, 1, 2)):
@@ -14,7 +25,7 @@ def sizes(root, gains, seeds=(0, 1, 2)):
     for protocol, gain in gains.items():
         for seed in seeds:
             for i, config in enumerate(CONFIGS):
-                fake_run(root, "minilm", protocol, config, seed, 30 + (gain if i else 0) + (seed + i) % 3)
+                sized_run(root, protocol, config, seed, 30 + (gain if i else 0) + (seed + i) % 3)
 
 
 def summarise(root, protocols):
@@ -24,7 +35,7 @@ def summarise(root, protocols):
 
 def test_sweep_reads_every_size_with_a_paired_grid_smallest_first(tmp_path):
     sizes(tmp_path / "runs", {"full": 0, "n500": 8})
-    fake_run(tmp_path / "runs", "minilm", "n2000", "baseline", 0, 30)  # not a grid yet: left out
+    sized_run(tmp_path / "runs", "n2000", "baseline", 0, 30)  # not a grid yet: left out
     summarise(tmp_path, ["full", "n500"])
     sw = datasize.sweep(tmp_path / "runs", summaries=tmp_path / "summary")
     assert list(sw) == ["n500", "full"]
@@ -40,7 +51,7 @@ def test_a_stale_size_summary_stops_the_chapter(tmp_path):
     sizes(tmp_path / "runs", {"n500": 8})
     summarise(tmp_path, ["n500"])
     for i, config in enumerate(CONFIGS):
-        fake_run(tmp_path / "runs", "minilm", "n500", config, 3, 33)  # a new paired seed the summary lacks
+        sized_run(tmp_path / "runs", "n500", config, 3, 33)  # a new paired seed the summary lacks
     with pytest.raises(summary.StaleSummaryError):
         datasize.sweep(tmp_path / "runs", summaries=tmp_path / "summary")
 
@@ -70,6 +81,7 @@ def test_trend_compares_the_sweeps_own_sizes(tmp_path):
     change = datasize.trend(sw, B=2000)
     assert set(change.small) == {"n500"} and set(change.large) == {"n2000"}  # full is not part of the sweep's rule
     assert change.change.tolist() == pytest.approx([8 / 50] * 3) and (change.p_holm < 0.05).all()
+    assert set(change.size_small) == {500} and set(change.size_large) == {2000}  # read from the runs' metrics
     text = datasize.answer(datasize.differences(sw), change)
     assert text.startswith("Yes for light_sparse, uniform_sparse, aggressive_sparse") and "3 paired seed(s) at n500" in text
     one = {k: v for k, v in sw.items() if k == "n500"}
@@ -81,7 +93,8 @@ def _answer_inputs(beats, grows, seeds=5):
     configs = ("uniform_sparse", "light_sparse", "aggressive_sparse")
     diffs = pd.DataFrame([dict(split="dev", protocol="n500", config=c, mean_diff=0.02 if c in beats else -0.01,
                                p_zero_holm=0.01 if c in beats else 0.6) for c in configs])
-    change = pd.DataFrame([dict(split="dev", config=c, small="n500", large="n8000", seeds_small=seeds, seeds_large=seeds,
+    change = pd.DataFrame([dict(split="dev", config=c, small="n500", large="n8000", size_small=500, size_large=8000,
+                                seeds_small=seeds, seeds_large=seeds,
                                 diff_small=-0.01, diff_large=-0.03, change=0.02, p_holm=0.01 if c in grows else 0.7)
                            for c in configs])
     return diffs, change
@@ -97,3 +110,13 @@ def test_answer_follows_the_stated_rule():
     assert "5 paired seed(s) at n500, 5 at n8000" in neither
     assert datasize.answer(*_answer_inputs({"light_sparse"}, {"light_sparse"}, seeds=1)).startswith(
         "Not answerable yet on dev (1 paired seed(s)")
+
+
+def test_a_grid_whose_runs_disagree_on_the_training_size_is_refused(tmp_path):
+    sizes(tmp_path / "runs", {"n500": 0}, seeds=(0,))
+    folder = sized_run(tmp_path / "runs", "n500", "baseline", 1, 30)
+    results.write_json(folder / "metrics.json", results.read_json(folder / "metrics.json") | {"train_size": 499})
+    for config in list(CONFIGS)[1:]:
+        sized_run(tmp_path / "runs", "n500", config, 1, 30)
+    with pytest.raises(ValueError, match="different numbers of sentences"):
+        datasize.train_size(report.select(tmp_path / "runs", protocol="n500"))

@@ -118,3 +118,19 @@ def test_runs_on_log_x_keeps_each_dot_near_its_x():
     sizes = np.concatenate([frame[frame.config == c]["size"] for c in ("baseline", "light_sparse")])
     assert ax.get_xscale() == "log" and len(xs) == 6
     assert np.all(np.abs(np.log10(xs / sizes)) <= 0.05 * 1.25 + 1e-9)  # within the shift and jitter, in decades
+
+
+def test_differences_by_size_draws_every_size_and_the_claims_at_the_papers_size():
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.collections import PathCollection
+    diffs = pd.DataFrame([dict(split="dev", config=c, train_size=n, mean_diff=0.01, ci_low=-0.01, ci_high=0.03,
+                               claimed_gain=g) for n in (500, 8000) for c, g in (("light_sparse", 0.0073),
+                                                                                 ("uniform_sparse", 0.0061))])
+    fig = present.differences_by_size(diffs, paper_size=67349)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and len(ax.containers) == 2  # one error-bar series per configuration
+    stars = [c for c in ax.collections if isinstance(c, PathCollection)]
+    xs = stars[0].get_offsets()[:, 0]
+    assert len(xs) == 2 and np.all(np.abs(np.log10(xs / 67349)) <= 0.06 + 1e-9)
+    assert not [c for c in present.differences_by_size(diffs).axes[0].collections if isinstance(c, PathCollection)]
