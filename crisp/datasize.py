@@ -150,15 +150,25 @@ def trend(sw: dict, splits=("dev", "test"), B: int = report.BOOT_B, seed: int = 
 
 
 def answer(diffs: pd.DataFrame, change: pd.DataFrame, alpha: float = 0.05, split: str = "dev",
-           min_seeds: int = 2) -> str:
+           min_seeds: int = 2, planned_seeds: int = report.PLANNED_SEEDS) -> str:
     """The chapter's answer to "does sparsity help more as data shrinks?", by a stated rule, on ``split``.
 
     Yes only if some configuration both beats the baseline at the sweep's smallest size (two-level bootstrap,
     Holm p against zero below ``alpha``, difference above zero) and gains significantly more there than at the
     sweep's largest size (:func:`trend`, Holm p below ``alpha``, change above zero). Not answerable while the
     two sizes compared have fewer than ``min_seeds`` paired seeds each: with one seed an interval counts the
-    sentence sample only.
+    sentence sample only. Between ``min_seeds`` and ``planned_seeds`` the answer is given but opens with
+    "Provisional" and the seed counts.
     """
+    text = _answer(diffs, change, alpha, split, min_seeds)
+    c = change[change["split"] == split] if len(change) else change
+    if len(c) and min_seeds <= min(c.seeds_small.min(), c.seeds_large.min()) < planned_seeds:
+        text = (f"Provisional ({int(min(c.seeds_small.min(), c.seeds_large.min()))} of the planned {planned_seeds} "
+                f"seeds at the size with fewest): {text}")
+    return text
+
+
+def _answer(diffs, change, alpha, split, min_seeds) -> str:
     c = change[change["split"] == split] if len(change) else change
     if not len(c):
         return f"Not answerable yet on {split}: the sweep has fewer than two sizes with a paired grid."

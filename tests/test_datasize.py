@@ -83,7 +83,8 @@ def test_trend_compares_the_sweeps_own_sizes(tmp_path):
     assert change.change.tolist() == pytest.approx([8 / 50] * 3) and (change.p_holm < 0.05).all()
     assert set(change.size_small) == {500} and set(change.size_large) == {2000}  # read from the runs' metrics
     text = datasize.answer(datasize.differences(sw), change)
-    assert text.startswith("Yes for light_sparse, uniform_sparse, aggressive_sparse") and "3 paired seed(s) at n500" in text
+    assert text.startswith("Provisional (3 of the planned 5 seeds at the size with fewest): Yes for light_sparse, "
+                           "uniform_sparse, aggressive_sparse") and "3 paired seed(s) at n500" in text
     one = {k: v for k, v in sw.items() if k == "n500"}
     assert datasize.trend(one).empty and datasize.answer(datasize.differences(one), datasize.trend(one)).startswith(
         "Not answerable yet on dev: the sweep has fewer than two sizes")
@@ -110,6 +111,8 @@ def test_answer_follows_the_stated_rule():
     assert "5 paired seed(s) at n500, 5 at n8000" in neither
     assert datasize.answer(*_answer_inputs({"light_sparse"}, {"light_sparse"}, seeds=1)).startswith(
         "Not answerable yet on dev (1 paired seed(s)")
+    assert datasize.answer(*_answer_inputs({"light_sparse"}, {"light_sparse"}, seeds=2)).startswith(
+        "Provisional (2 of the planned 5 seeds at the size with fewest): Yes for light_sparse:")
 
 
 def test_a_grid_whose_runs_disagree_on_the_training_size_is_refused(tmp_path):
