@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import math
 import platform
 import shutil
 import tempfile
@@ -180,6 +181,22 @@ def _roundtrip(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.read_csv(buffer)
 
 
+def _same(stored, fresh, rtol=1e-9) -> bool:
+    """Whether two JSON values agree: floats to a relative ``rtol`` (last-digit noise between library
+    versions is not staleness), everything else exactly."""
+    if isinstance(stored, dict) and isinstance(fresh, dict):
+        return stored.keys() == fresh.keys() and all(_same(stored[k], fresh[k], rtol) for k in stored)
+    if isinstance(stored, list) and isinstance(fresh, list):
+        return len(stored) == len(fresh) and all(_same(a, b, rtol) for a, b in zip(stored, fresh))
+    if isinstance(stored, float) or isinstance(fresh, float):
+        numbers = (int, float)
+        if isinstance(stored, float) and isinstance(fresh, float) and math.isnan(stored) and math.isnan(fresh):
+            return True
+        return (isinstance(stored, numbers) and isinstance(fresh, numbers) and not isinstance(stored, bool)
+                and not isinstance(fresh, bool) and math.isclose(stored, fresh, rel_tol=rtol, abs_tol=0.0))
+    return stored == fresh
+
+
 def check(sel: report.Selection, root=None) -> dict:
     """Read the stored summary of ``sel`` and recompute it from the predictions; return it if they agree.
 
@@ -199,7 +216,7 @@ def check(sel: report.Selection, root=None) -> dict:
     if stored["verdict"] != fresh["verdict"]:
         raise StaleSummaryError(f"{where / 'verdict.md'} does not match the runs it summarises (re-run `crisp summary`)")
     for key in ("label", "seeds", "n_runs", "pending_runs", "single_run_null", "method_reading", "readings_used"):
-        if stored["facts"].get(key) != fresh["facts"][key]:
+        if not _same(stored["facts"].get(key), fresh["facts"][key]):
             raise StaleSummaryError(f"{where / 'summary.json'}: {key} is {stored['facts'].get(key)!r}, the runs give "
                                     f"{fresh['facts'][key]!r} (re-run `crisp summary`)")
     return stored

@@ -121,3 +121,28 @@ def test_cli_summary(tmp_path, capsys):
     assert (tmp_path / "summary" / "minilm" / "full" / "verdict.md").is_file()
     assert cli.main(["summary", "--runs", str(tmp_path / "runs"), "--protocol", "small"]) == 2
     assert "no finished runs of model=None protocol='small'" in capsys.readouterr().err
+
+
+def test_last_digit_noise_in_the_facts_is_not_staleness_but_a_real_change_is(tmp_path):
+    import json
+    grid(tmp_path / "runs", seeds=(0, 1, 2, 3, 4))
+    sel = report.select(tmp_path / "runs")
+    where = summary.write(sel, tmp_path / "summary")
+    facts_path = where / "summary.json"
+    original = json.loads(facts_path.read_text())
+    null = original["single_run_null"]
+    assert isinstance(null["paper_pearson_r"], float)
+
+    def store(value):
+        changed = json.loads(json.dumps(original))
+        changed["single_run_null"]["paper_pearson_r"] = value
+        facts_path.write_text(json.dumps(changed))
+
+    store(null["paper_pearson_r"] * (1 + 1e-15))  # what another scipy gives in the last digit
+    summary.check(sel, tmp_path / "summary")
+    store(null["paper_pearson_r"] * (1 + 1e-6))
+    with pytest.raises(summary.StaleSummaryError, match="single_run_null"):
+        summary.check(sel, tmp_path / "summary")
+    store(str(null["paper_pearson_r"]))  # a number stored as text is not the number
+    with pytest.raises(summary.StaleSummaryError, match="single_run_null"):
+        summary.check(sel, tmp_path / "summary")
