@@ -189,11 +189,10 @@ def _same(stored, fresh, rtol=1e-9) -> bool:
     if isinstance(stored, list) and isinstance(fresh, list):
         return len(stored) == len(fresh) and all(_same(a, b, rtol) for a, b in zip(stored, fresh))
     if isinstance(stored, float) or isinstance(fresh, float):
-        numbers = (int, float)
-        if isinstance(stored, float) and isinstance(fresh, float) and math.isnan(stored) and math.isnan(fresh):
-            return True
-        return (isinstance(stored, numbers) and isinstance(fresh, numbers) and not isinstance(stored, bool)
-                and not isinstance(fresh, bool) and math.isclose(stored, fresh, rel_tol=rtol, abs_tol=0.0))
+        try:  # a number against text raises TypeError: not the same
+            return math.isclose(stored, fresh, rel_tol=rtol) or (math.isnan(stored) and math.isnan(fresh))
+        except TypeError:
+            return False
     return stored == fresh
 
 
