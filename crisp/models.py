@@ -59,11 +59,36 @@ def resolve(model: str) -> str:
     return model  # a hub id
 
 
-def load(model: str, num_labels: int = 2, seed: int | None = None):
+# Where a checkpoint's config keeps the dropout on attention probabilities (BERT and MPNet; DistilBERT).
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
+
+
+def attention_dropout_key(config) -> str:
+    """The name of ``config``'s attention-probability dropout, or a :class:`ModelError` if it has none."""
+    for key in ATTENTION_DROPOUT_KEYS:
+        if isinstance(getattr(config, key, None), (int, float)):
+            return key
+    raise ModelError(f"{type(config).__name__} has no attention-probability dropout setting "
+                     f"({' or '.join(ATTENTION_DROPOUT_KEYS)}); it cannot take attention_dropout")
+
+
+def check_attention_dropout(net, value: float) -> None:
+    """Refuse unless every attention module that Crisp dispatches drops attention probabilities with ``value``."""
+    from .integration import attention_modules
+
+    layers = attention_modules(net)
+    seen = {getattr(getattr(m, "dropout", None), "p", None) for m in layers}
+    if not layers or seen != {value}:
+        raise ModelError(f"{type(net).__name__}: attention dropout {value} did not reach its attention modules "
+                         f"(they drop with {sorted(map(str, seen))}); crisp cannot set it for this architecture")
+
+
+def load(model: str, num_labels: int = 2, seed: int | None = None, attention_dropout: float | None = None):
     """``(model, tokenizer)`` for sequence classification, in float32; the classifier head is freshly initialised.
 
-    With ``seed`` the head's initialisation is reproducible. Any loading failure becomes one
-    :class:`ModelError` naming the model.
+    With ``seed`` the head's initialisation is reproducible. ``attention_dropout`` replaces the checkpoint's
+    dropout on attention probabilities (None keeps it); a model without that setting is refused. Any loading
+    failure becomes one :class:`ModelError` naming the model.
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -73,7 +98,21 @@ def load(model: str, num_labels: int = 2, seed: int | None = None):
     if seed is not None:
         torch.manual_seed(seed)
     if source in TINY:
-        return tiny(source, num_labels)
+        net, tokenizer = tiny(source, num_labels, attention_dropout)
+        if attention_dropout is not None:
+            check_attention_dropout(net, attention_dropout)
+        return net, tokenizer
+    overrides = {}
+    if attention_dropout is not None:
+        from transformers import AutoConfig
+
+        try:
+            overrides[attention_dropout_key(AutoConfig.from_pretrained(source))] = attention_dropout
+        except ModelError:
+            raise
+        except Exception as err:
+            raise ModelError(f"could not read the config of model {model!r} ({source}): {type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:300]}") from None
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     try:
@@ -81,16 +120,18 @@ def load(model: str, num_labels: int = 2, seed: int | None = None):
         # float32 whatever the checkpoint's dtype: transformers 5 would keep a half-precision checkpoint
         # in half precision, and fine-tuning would then run without float32 master weights.
         net = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, attn_implementation="crisp",
-                                                                 dtype=torch.float32)
+                                                                 dtype=torch.float32, **overrides)
     except Exception as err:
         where = "folder" if os.path.isdir(source) else "hub id"
         raise ModelError(f"could not load model {model!r} ({where} {source}): {type(err).__name__}: {str(err).splitlines()[0][:300]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    if attention_dropout is not None:
+        check_attention_dropout(net, attention_dropout)
     return net, tokenizer
 
 
-def tiny(kind: str = "tiny-distilbert", num_labels: int = 2):
+def tiny(kind: str = "tiny-distilbert", num_labels: int = 2, attention_dropout: float | None = None):
     """A small randomly initialised DistilBERT or BERT with MiniLM's (bert-base-uncased) tokenizer."""
     from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig,
                               DistilBertForSequenceClassification)
@@ -100,10 +141,14 @@ def tiny(kind: str = "tiny-distilbert", num_labels: int = 2):
     if kind == "tiny-distilbert":
         config = DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
                                   max_position_embeddings=512, num_labels=num_labels)
+        if attention_dropout is not None:
+            config.attention_dropout = attention_dropout
         net = DistilBertForSequenceClassification(config)
     elif kind == "tiny-bert":
         config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=64, max_position_embeddings=512, num_labels=num_labels)
+        if attention_dropout is not None:
+            config.attention_probs_dropout_prob = attention_dropout
         net = BertForSequenceClassification(config)
     else:
         raise ModelError(f"unknown tiny model {kind!r}; choose one of {TINY}")

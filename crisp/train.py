@@ -27,7 +27,7 @@ import torch
 
 from . import data as data_mod
 from . import distributed, models, results
-from .configs import get_config
+from .configs import CONFIGS, get_config
 from .integration import enable
 from .subsets import SUBSET_KINDS, subset
 
@@ -53,6 +53,32 @@ PROTOCOLS = {
 }
 SIZE_PROTOCOLS = ("n500", "n2000", "n8000")
 SIZE_RULE = {"min_epochs": 5, "min_steps": 320}  # the sweep's length rule (above), checked by the tests
+# Standard regularizers, as configurations of the same trainer: dense attention (the baseline's CrispConfig, through
+# the same code path) with one knob changed. They answer whether Crisp does more than the regularizers people already
+# use. attn_dropout makes the paper's "structured dropout" analogy literal: dropout on attention probabilities raised
+# from the checkpoint's 0.1 to 0.3. label_smoothing: targets (1 - 0.1) on the label, 0.1 spread over both classes.
+REGULARIZERS = {
+    "attn_dropout": {"attention_dropout": 0.3},
+    "label_smoothing": {"label_smoothing": 0.1},
+}
+KNOB_TAGS = {"attention_dropout": "attndrop", "label_smoothing": "ls"}  # a knob off its configuration's value: label
+TRAIN_CONFIGS = (*CONFIGS, *REGULARIZERS)  # every configuration a run can name
+
+
+def crisp_config_of(config: str, **overrides):
+    """The attention rule of a run's configuration: a paper configuration, or dense for a regularizer."""
+    if config in REGULARIZERS:
+        return get_config("baseline", **overrides).replace(name=config)
+    if config not in CONFIGS:
+        raise ValueError(f"unknown configuration {config!r}; choose one of {', '.join(TRAIN_CONFIGS)}")
+    return get_config(config, **overrides)
+
+
+def knob_values(config: str) -> dict:
+    """The regularizer knobs a configuration implies (None: the checkpoint's attention dropout; 0: no smoothing)."""
+    return {"attention_dropout": None, "label_smoothing": 0.0, **REGULARIZERS.get(config, {})}
+
+
 # Numerical precision of a run. Not part of the recipe (the protocol's name stays), but part of the run's identity:
 # a run folder's label carries it (baseline-bf16) and the book never pairs runs of different precisions or devices.
 PRECISIONS = {
@@ -73,7 +99,7 @@ class TrainConfig:
     """Everything a run needs. Saved whole in ``metrics.json``."""
 
     model: str = _opt(models.PAPER_MODEL, 'hub id, checkpoint folder, or minilm / distilbert / tiny-distilbert / tiny-bert')
-    config: str = _opt("baseline", 'baseline | uniform_sparse | light_sparse | aggressive_sparse')
+    config: str = _opt("baseline", 'baseline | uniform_sparse | light_sparse | aggressive_sparse | attn_dropout | label_smoothing')
     granularity: str = _opt("row", 'row: top-k per query row; head: percentile per (batch, head)')
     paper_padding: bool = _opt(False, 'pad every sentence to max_length and let padding compete in the top-k')
     seed: int = _opt(42, 'model head init, dropout and data order')
@@ -96,10 +122,16 @@ class TrainConfig:
     group_by_length: bool = _opt(True, 'batches of similar length (less padding)')
     logging_steps: int = _opt(50, 'optimizer steps between training logs (loss, accuracy, layer sparsity)')
     save_steps: int = _opt(200, 'optimizer steps between checkpoints (resume after a crash)')
+    attention_dropout: float | None = _opt(None, "dropout on attention probabilities; None: the configuration's (attn_dropout: 0.3), else the checkpoint's")
+    label_smoothing: float | None = _opt(None, "label smoothing factor; None: the configuration's (label_smoothing: 0.1), else 0")
     overwrite: bool = _opt(False, 'replace a finished run instead of refusing')
     progress: bool = _opt(True, 'progress bars')
 
     def __post_init__(self):
+        if isinstance(self.config, str):
+            for knob, value in knob_values(self.config).items():
+                if getattr(self, knob) is None:
+                    setattr(self, knob, value)
         self.validate()
 
     def validate(self) -> None:
@@ -109,7 +141,15 @@ class TrainConfig:
                 raise ValueError(f"{field.name} must be True or False, got {value!r}")
             if field.type.startswith("str") and not (isinstance(value, str) or (value is None and "None" in field.type)):
                 raise ValueError(f"{field.name} must be a string, got {value!r}")
-        get_config(self.config, granularity=self.granularity)
+        if not isinstance(self.config, str) or self.config not in TRAIN_CONFIGS:
+            raise ValueError(f"unknown configuration {self.config!r}; choose one of {', '.join(TRAIN_CONFIGS)}")
+        crisp_config_of(self.config, granularity=self.granularity)
+        for knob, top in (("attention_dropout", 1.0), ("label_smoothing", 1.0)):
+            value = getattr(self, knob)
+            if value is None and knob == "attention_dropout":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < top:
+                raise ValueError(f"{knob} must be a number in [0, 1), got {value!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.protocol.split("-custom")[0] not in PROTOCOLS:
@@ -134,8 +174,10 @@ class TrainConfig:
     @property
     def label(self) -> str:
         """Folder name of the configuration: the paper's name, plus any departure from its defaults."""
+        knobs = "".join(f"-{KNOB_TAGS[k]}{getattr(self, k):g}" for k, v in knob_values(self.config).items()
+                        if getattr(self, k) != v)
         return (self.config + ("-head" if self.granularity == "head" else "") + ("-paperpad" if self.paper_padding else "")
-                + ("" if self.precision == "fp32" else f"-{self.precision}"))
+                + knobs + ("" if self.precision == "fp32" else f"-{self.precision}"))
 
     @property
     def folder(self) -> Path:
@@ -160,7 +202,7 @@ def make_config(protocol: str = "full", **overrides) -> TrainConfig:
     recipe = {k for k in defaults if k not in ("model", "config", "granularity", "paper_padding", "seed", "data",
                                                 "output", "protocol", "overwrite", "progress", "eval_batch_size",
                                                 "logging_steps", "save_steps", "batch_size", "grad_accum",
-                                                "precision")}
+                                                "precision", "attention_dropout", "label_smoothing")}
     changed = any(k in recipe and v != preset.get(k, defaults[k].default) for k, v in overrides.items())
     # How the sentences of one optimizer step are split into micro-batches is not part of the recipe:
     # 64 x 1 takes the same optimizer steps on the same 64 sentences as the paper's 16 x 4 (the logged loss is
@@ -262,13 +304,13 @@ def train(cfg: TrainConfig) -> Path:
 
     cfg.validate()
     check_precision(cfg.precision)
-    crisp_config = get_config(cfg.config, granularity=cfg.granularity, paper_padding=cfg.paper_padding)
+    crisp_config = crisp_config_of(cfg.config, granularity=cfg.granularity, paper_padding=cfg.paper_padding)
     folder = cfg.folder
     if results.is_finished(folder) and not cfg.overwrite:
         raise results.RunExistsError(f"{folder} holds a finished run; pass --overwrite to replace it, or another --output / --seed")
     splits = data_mod.load_sst2(cfg.data)  # data and model errors come before anything touches disk
     set_seed(cfg.seed)
-    model, tokenizer = models.load(cfg.model, seed=cfg.seed)
+    model, tokenizer = models.load(cfg.model, seed=cfg.seed, attention_dropout=cfg.attention_dropout)
     results.check_writable(folder)
     if results.is_finished(folder) and distributed.is_main():  # overwrite: the old run goes once the new one starts
         (folder / "metrics.json").unlink()
@@ -304,6 +346,7 @@ def train(cfg: TrainConfig) -> Path:
         seed=cfg.seed,
         data_seed=cfg.seed,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        label_smoothing_factor=cfg.label_smoothing,  # training loss only; predictions report plain NLL
         report_to=[],
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
@@ -373,6 +416,8 @@ def train(cfg: TrainConfig) -> Path:
         "step_batch": f"{cfg.batch_size} x {cfg.grad_accum}" + (f" x {world} processes" if world > 1 else ""),
         "world_size": world,
         "precision": cfg.precision,  # micro-batch x accumulation (the recipe fixes only the product)
+        "attention_dropout": _attention_dropout(model),  # as the model applied it (None if it has no such setting)
+        "label_smoothing": cfg.label_smoothing,
         "dev_accuracy": float((dev_pred["pred"] == dev_pred["label"]).mean()),
         "dev_loss": dev_loss,
         "test_accuracy": float((test_pred["pred"] == test_pred["label"]).mean()) if test_pred is not None else None,
@@ -395,6 +440,13 @@ def train(cfg: TrainConfig) -> Path:
     shutil.rmtree(checkpoints, ignore_errors=True)
     distributed.barrier()
     return folder
+
+
+def _attention_dropout(model):
+    try:
+        return float(getattr(model.config, models.attention_dropout_key(model.config)))
+    except models.ModelError:
+        return None
 
 
 def _accuracy(eval_pred) -> dict:

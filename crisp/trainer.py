@@ -31,12 +31,13 @@ class CrispTrainer(Trainer):
         self.seen = torch.zeros((), dtype=torch.long)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.get("labels")  # taken first: with label smoothing Trainer pops them from ``inputs``
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        if model.training and "labels" in inputs:
+        if model.training and labels is not None:
             with torch.no_grad():
-                hits = (outputs.logits.argmax(-1) == inputs["labels"]).sum()
+                hits = (outputs["logits"].argmax(-1) == labels).sum()
             self.correct = self.correct.to(hits.device) + hits  # stays on device: no sync per step
-            self.seen = self.seen.to(hits.device) + inputs["labels"].numel()
+            self.seen = self.seen.to(hits.device) + labels.numel()
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs, start_time=None):
