@@ -246,15 +246,33 @@ def profile(shape: str = "minilm", lengths=None, batch_size: int = 64, config: C
 
 
 def write(frame: pd.DataFrame, output="data/bench", tag: str = "", extra: dict | None = None) -> Path:
-    """Write ``<output>/bench-<device>[-<tag>].csv`` and a provenance JSON beside it."""
+    """Write ``<output>/bench-<device>[-<tag>].csv`` and a provenance JSON beside it; the JSON's ``measurement`` is
+    False for a ``quick`` check (``extra={"quick": True}``), which :func:`measurement_files` then never returns."""
     env = results.environment()
     slug = "cuda-" + env["device"].replace(" ", "_") if torch.cuda.is_available() else "cpu"
     slug += f"-{tag}" if tag else ""
     folder = Path(output)
     results.check_writable(folder)
     results.write_csv(folder / f"bench-{slug}.csv", frame)
-    results.write_json(folder / f"bench-{slug}.json", {**env, "git_commit": results.git_commit(), **(extra or {})})
+    results.write_json(folder / f"bench-{slug}.json", {**env, "git_commit": results.git_commit(), **(extra or {}),
+                                                      "measurement": not (extra or {}).get("quick", False)})
     return folder / f"bench-{slug}.csv"
+
+
+def is_measurement(csv_path) -> bool:
+    """Whether a results file says it is a measurement: its provenance JSON has ``measurement`` true (files written
+    before that key existed: ``quick`` false). A file without provenance, or from ``--quick``, is not one."""
+    meta = Path(csv_path).with_suffix(".json")
+    if not meta.is_file():
+        return False
+    info = results.read_json(meta)
+    return bool(info.get("measurement", info.get("quick") is False))
+
+
+def measurement_files(folder="data/bench") -> list[Path]:
+    """The ``bench-*.csv`` files in ``folder`` that are measurements (:func:`is_measurement`), sorted: what the cost
+    chapter reads."""
+    return sorted(p for p in Path(folder).glob("bench-*.csv") if is_measurement(p))
 
 
 # --- summaries the cost chapter shows ------------------------------------------------------------

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import tempfile
 from pathlib import Path
 
 from .configs import CONFIGS
 from .data import DataError
+from . import models
 from .models import ModelError
 from .results import OutputError, RunExistsError
 
@@ -46,16 +48,20 @@ def _overrides(args, skip=()) -> dict:
 
 def parse_seeds(text: str) -> list[int]:
     """``"0-4"`` → [0..4], ``"1,3,5"`` → [1, 3, 5]."""
-    seeds = []
+    seeds, ranges = [], []
     try:
         for part in text.split(","):
             if "-" in part.strip()[1:]:
                 lo, hi = part.split("-")
+                ranges.append((part.strip(), int(lo), int(hi)))
                 seeds.extend(range(int(lo), int(hi) + 1))
             else:
                 seeds.append(int(part))
     except ValueError:
         raise ValueError(f"--seeds must look like 0-4 or 1,3,5, got {text!r}") from None
+    for part, lo, hi in ranges:
+        if hi < lo:
+            raise ValueError(f"--seeds range {part} is reversed (no seed from {lo} up to {hi}); write it {hi}-{lo}")
     if not seeds or min(seeds) < 0:
         raise ValueError(f"--seeds must name non-negative integers, got {text!r}")
     return seeds
@@ -87,6 +93,7 @@ def cmd_grid(args) -> int:
     configs, seeds = parse_configs(args.configs), parse_seeds(args.seeds)
     plan = [make_config(args.protocol, **_overrides(args, skip=("config", "seed")), config=c, seed=s)
             for s in seeds for c in configs]  # seed by seed: a stopped grid leaves complete pairs
+    models.resolve(plan[0].model)  # an unknown model fails once, now, not once per run
     if args.launcher:
         from .launch import JobOptions, submit
 
@@ -127,8 +134,9 @@ def cmd_summary(args) -> int:
     from . import report, summary
 
     sel = report.select(args.runs, model=args.model, protocol=args.protocol, hardware=args.hardware)
+    print(report.coverage(sel), flush=True)  # what it sees: finished, used and left-out seeds
     where = summary.write(sel, args.output)
-    print(f"{sel.label}\n\n{(where / 'verdict.md').read_text(encoding='utf-8')}\nwritten: {where}")
+    print(f"\n{sel.label}\n\n{(where / 'verdict.md').read_text(encoding='utf-8')}\nwritten: {where}")
     return 0
 
 
@@ -156,6 +164,8 @@ def cmd_bench(args) -> int:
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(settings)}")
         settings = {k: v for k, v in settings.items() if k in wanted}
+    if args.output is None:
+        args.output = tempfile.mkdtemp(prefix="crisp-bench-quick-") if args.quick else "data/bench"
     if args.quick:  # a check that the benchmark works (CI), not a measurement
         settings = {"sst2": ("sst2", 8, 1), "L32": (32, 2, 1)} if sst2 is not None else {"L32": (32, 2, 1)}
     if sst2 is None:
@@ -166,7 +176,7 @@ def cmd_bench(args) -> int:
         # its own folder: the cost chapter reads every data/bench/bench-*.csv as a variant table
         path = bench.write(frame, str(Path(args.output) / "compile"), tag=args.tag or "compile",
                            extra={"settings": {k: list(map(str, v)) for k, v in settings.items()}, "repeats": args.repeats,
-                                  "warmup": args.warmup, "lengths": args.lengths or None,
+                                  "quick": args.quick, "warmup": args.warmup, "lengths": args.lengths or None,
                                   "lengths_train_sentences": None if sst2 is None else int(len(sst2))})
         print(frame[["model_shape", "setting", "variant", "median_s", "paired_ratio_to_eager_crisp", "compile_s",
                      "graph_breaks", "recompiles"]].round(3).to_string(index=False))
@@ -245,15 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_padding)
 
     s = sub.add_parser("summary", help="write the summary table of a grid (what the book reads) from its predictions",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Compute per-configuration accuracies with CIs, paired comparisons, McNemar, "
                                    "correlation and the verdict from the runs' per-sentence predictions and write "
                                    "them to <output>/<model>/<protocol>/. Without --model/--protocol: the grid the "
                                    "book reports (crisp.report.select).")
     s.add_argument("--runs", default=None, help="runs root (default: $CRISP_RUNS_DIR, else data/runs)")
-    s.add_argument("--model", default=None, help="model of the grid, e.g. minilm")
-    s.add_argument("--protocol", default=None, help="protocol of the grid, e.g. full")
-    s.add_argument("--hardware", default=None, help="device type and precision of the grid, e.g. cpu-fp32 or cuda-bf16")
+    s.add_argument("--model", default=None, help="model of the grid, e.g. minilm (default: the book's grid)")
+    s.add_argument("--protocol", default=None, help="protocol of the grid, e.g. full (default: the book's grid)")
+    s.add_argument("--hardware", default=None, help="device type and precision of the grid, e.g. cpu-fp32 or cuda-bf16 "
+                                                   "(default: the book's grid)")
     s.add_argument("--output", default=None, help="summary root (default: summary/ beside the runs root, e.g. data/summary)")
     s.set_defaults(func=cmd_summary)
 
@@ -277,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", action="store_true", help="also write a torch.profiler table of a Crisp training step")
     b.add_argument("--compile", action="store_true",
                    help="time Crisp 0.8 training steps eager vs torch.compile (settings sst2 and L128 only; written to <output>/compile/)")
-    b.add_argument("--output", default="data/bench", help="results folder")
+    b.add_argument("--output", default=None,
+                   help="results folder (default: data/bench; with --quick a fresh temporary folder, so a check never "
+                        "lands beside the measurements)")
     b.set_defaults(func=cmd_bench)
     return parser
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import socket
@@ -25,8 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import results
-from .train import TrainConfig
+from . import recipe, results
+from .train import TrainConfig, _launched_world_size
 
 LOCK_NAME, LOG_NAME = ".running", "worker.log"
 
@@ -130,6 +131,14 @@ def triage(plan: list[TrainConfig], say) -> tuple[list[Outcome], list[tuple[str,
     for number, cfg in enumerate(plan, 1):
         head = _head(number, len(plan), cfg)
         if results.is_finished(cfg.folder) and not cfg.overwrite:
+            diff = recipe.differences(recipe.of_run(results.read_json(cfg.folder / "metrics.json")),
+                                      recipe.identity(dataclasses.asdict(cfg), _launched_world_size()))
+            if diff:  # a finished run of another recipe in this folder (an old "-custom" one): neither skip nor overwrite
+                why = (f"the finished run in {cfg.folder} has another recipe ({'; '.join(diff)}, recorded vs asked); "
+                       f"move it away or pass --overwrite")
+                say(f"{head}: FAILED: {why}")
+                outcomes.append(Outcome(head, "failed", why))
+                continue
             say(f"{head}: skipped, finished run in {cfg.folder}")
             outcomes.append(Outcome(head, "skipped"))
         else:

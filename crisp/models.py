@@ -56,7 +56,7 @@ def resolve(model: str) -> str:
         return minilm_path()
     if model in TINY:
         return model
-    model = ALIASES.get(model, model)
+    alias, model = model, ALIASES.get(model, model)
     path = Path(model).expanduser()
     looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
     if looks_local:
@@ -65,7 +65,40 @@ def resolve(model: str) -> str:
         if not (path / "config.json").is_file():
             raise ModelError(f"model folder {model} has no config.json; it is not a Hugging Face checkpoint folder")
         return str(path)
+    why = hub_unreachable()
+    if why and not _in_hub_cache(model) and alias in ALIASES:
+        raise ModelError(f"model {alias!r} is the hub's {model}, which is not in the local hub cache ({why})")
+    if why and not _in_hub_cache(model):  # fail now, not after the hub client's retries
+        raise ModelError(f"unknown model {model!r}: not one of the short names ({', '.join(SHORT_NAMES)}), not a "
+                         f"checkpoint folder, and not in the local hub cache ({why})")
     return model  # a hub id
+
+
+SHORT_NAMES = ("minilm", *ALIASES, *TINY)
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached (offline mode set, or no connection), or None if it can."""
+    import socket
+
+    for name in OFFLINE_ENV:
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"offline: {name} is set"
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError as err:
+        return f"the hub is unreachable: {err.strerror or type(err).__name__}"
+    return None
+
+
+def _in_hub_cache(model: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except Exception:  # an id the hub client refuses (bad characters): not cached either
+        return False
 
 
 # Where a checkpoint's config keeps the dropout on attention probabilities (BERT and MPNet; DistilBERT).
@@ -132,7 +165,8 @@ def load(model: str, num_labels: int = 2, seed: int | None = None, attention_dro
                                                                  dtype=torch.float32, **overrides)
     except Exception as err:
         where = "folder" if os.path.isdir(source) else "hub id"
-        raise ModelError(f"could not load model {model!r} ({where} {source}): {type(err).__name__}: {str(err).splitlines()[0][:300]}") from None
+        raise ModelError(f"could not load model {model!r} ({where} {source}): {type(err).__name__}: {str(err).splitlines()[0][:300]} "
+                         f"(short names: {', '.join(SHORT_NAMES)})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     if attention_dropout is not None:

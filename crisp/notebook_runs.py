@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from . import data as data_mod
-from . import results
+from . import recipe, results
 from .train import PROTOCOLS, TrainConfig, make_config
 
 NOTEBOOK = Path("notebooks") / "run.ipynb"
@@ -57,7 +57,7 @@ def check_parameters(**params) -> TrainConfig:
 
     Types are checked here (papermill passes whatever it is given); names, ranges and combinations
     are checked by :func:`crisp.train.make_config`. ``protocol`` must be a preset name; values that
-    change its recipe rename it ``<preset>-custom``. ``output=None`` gives a fresh temporary folder,
+    change its recipe add a tag per difference to the name (``small-n200-b64``, :mod:`crisp.recipe`). ``output=None`` gives a fresh temporary folder,
     ``data=None`` means ``$CRISP_SST2_DIR``, else the hub; a data folder must exist.
     """
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -106,7 +106,7 @@ def check_parameters(**params) -> TrainConfig:
 def notebook_parameters(cfg: TrainConfig) -> dict:
     """Parameters that make the notebook train exactly ``cfg``, with paths made absolute."""
     params = dataclasses.asdict(cfg)
-    params["protocol"] = cfg.protocol.removesuffix("-custom")
+    params["protocol"] = recipe.preset_of(cfg.protocol)
     params["output"] = str(Path(cfg.output).resolve())
     if params["data"] not in (None, "", data_mod.HUB):
         params["data"] = str(Path(params["data"]).resolve())

@@ -433,3 +433,38 @@ def method_reading(sel: Selection) -> dict:
         raise ValueError(f"the sparse runs use {len(seen)} readings {sorted(seen, key=str)}; report one at a time")
     paper_padding, granularity = seen.pop()
     return dict(paper_padding=paper_padding, granularity=granularity)
+
+
+def check_one_recipe(sel: Selection) -> None:
+    """Refuse a selection whose runs were trained with different recipes (:mod:`crisp.recipe`), naming the
+    difference: a folder can hold runs of an older naming (``small-custom``) or a hand-moved run."""
+    from . import recipe
+
+    frames = [sel.metrics, getattr(sel, "regularizers", pd.DataFrame())]
+    runs = {f"{r.config} seed {r.seed} ({r.run_dir})": recipe.of_run(results.read_json(Path(r.run_dir) / "metrics.json"))
+            for frame in frames for r in frame.itertuples()}
+    recipe.check_same(runs, ignore=("config", "attention_dropout", "label_smoothing"))
+
+
+def _seed_text(seeds) -> str:
+    return ", ".join(str(s) for s in sorted(seeds)) or "none"
+
+
+def coverage(sel: Selection) -> str:
+    """What the grid of ``sel`` holds, in lines: each configuration's finished seeds, the seeds used (finished for
+    every configuration present) and those left out; a grid with no such seed says so."""
+    m = sel._main_runs()
+    lines = [f"grid: model {sel.model}, protocol {sel.protocol}, hardware {sel.hardware}"]
+    for config in CONFIGS:
+        seeds = m.loc[m["config"] == config, "seed"]
+        lines.append(f"  {config}: " + (f"finished seeds {_seed_text(seeds)}" if len(seeds) else "no finished run"))
+    for config, group in sel.variants.groupby("config"):
+        lines.append(f"  {config}: finished seeds {_seed_text(group['seed'])} (not one of the paper's configurations)")
+    if not len(sel.metrics):
+        lines.append("  no seed is finished for every configuration yet: nothing to pair, nothing summarised")
+        return "\n".join(lines)
+    lines.append(f"  used: seeds {_seed_text(sel.seeds)} (finished for every configuration present)")
+    left = sorted(set(sel.pending["seed"]))
+    if left:
+        lines.append(f"  left out: seeds {_seed_text(left)} (not finished for every configuration)")
+    return "\n".join(lines)

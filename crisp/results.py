@@ -57,6 +57,20 @@ def check_writable(folder) -> None:
         raise OutputError(f"output folder {folder} is not writable ({err.strerror}); choose another with --output") from None
 
 
+def check_creatable(folder) -> None:
+    """Make sure ``folder`` could be created and written, without creating it (a test file in its nearest
+    existing ancestor comes and goes): an unwritable output fails before anything slow starts."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise OutputError(f"output folder {folder} is not writable ({existing} is a file); choose another with --output")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise OutputError(f"output folder {folder} is not writable ({err.strerror}); choose another with --output") from None
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

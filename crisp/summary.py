@@ -65,6 +65,11 @@ def folder(root, model: str, protocol: str, hardware: str = "cpu-fp32") -> Path:
 
 def compute(sel: report.Selection) -> dict:
     """Every table, the verdict and the headline numbers of ``sel``; see the module docstring."""
+    if not len(sel.metrics):
+        seen = [line.strip() for line in report.coverage(sel).splitlines()[1:-1]]
+        raise ValueError(f"nothing to summarise: no seed of model {sel.model}, protocol {sel.protocol}, hardware "
+                         f"{sel.hardware} is finished for every configuration yet ({'; '.join(seen)})")
+    report.check_one_recipe(sel)  # never pair runs of different recipes
     splits = ["dev"] + (["test"] if _has_test(sel) else [])
     acc = {split: report.accuracy_from_predictions(sel, split) for split in splits}
     runs = sel.metrics.reindex(columns=["config", "seed", "realized_sparsity_dev", "step_batch", "git_commit",

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,13 @@ import pandas as pd
 import torch
 
 from . import data as data_mod
-from . import distributed, models, results
+from . import distributed, models, recipe, results
 from .configs import CONFIGS, get_config
 from .integration import enable
 from .subsets import SUBSET_KINDS, subset
 
-# Protocols: named presets. A run records its protocol's name; changing a preset's values by hand
-# makes the name "<preset>-custom" so a modified run is never mistaken for the preset.
+# Protocols: named presets. A run records its protocol's name; changing a preset's values by hand adds a tag per
+# difference to the name ("small-n200-b64", crisp.recipe), so runs of different recipes never share a folder.
 PROTOCOLS = {
     "full": {},  # the paper's recipe on all 67,349 training sentences
     # Quick check: a fixed 4,000-sentence subset, 1 epoch, batch 16 x 1 (250 optimizer steps). With the paper's
@@ -98,11 +99,11 @@ def _opt(default, help: str):
 class TrainConfig:
     """Everything a run needs. Saved whole in ``metrics.json``."""
 
-    model: str = _opt(models.PAPER_MODEL, 'hub id, checkpoint folder, or minilm / distilbert / tiny-distilbert / tiny-bert')
+    model: str = _opt("minilm", 'minilm / distilbert (the paper\'s, from the hub) / tiny-distilbert / tiny-bert, a hub id or a checkpoint folder')
     config: str = _opt("baseline", 'baseline | uniform_sparse | light_sparse | aggressive_sparse | attn_dropout | label_smoothing')
     granularity: str = _opt("row", 'row: top-k per query row; head: percentile per (batch, head)')
     paper_padding: bool = _opt(False, 'pad every sentence to max_length and let padding compete in the top-k')
-    seed: int = _opt(42, 'model head init, dropout and data order')
+    seed: int = _opt(0, 'model head init, dropout and data order (the grids use 0-4)')
     data: str | None = _opt(None, 'SST-2 folder (GLUE layout); None: $CRISP_SST2_DIR, else the hub')
     output: str = _opt(str(results.DEFAULT_ROOT), 'runs go to <output>/<model>/<protocol>/<config>/seed-<n>/')
     protocol: str = _opt("full", 'preset: full (paper recipe, all data) or small (4,000 sentences, 1 epoch, batch 16x1)')
@@ -152,7 +153,7 @@ class TrainConfig:
                 raise ValueError(f"{knob} must be a number in [0, 1), got {value!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.protocol.split("-custom")[0] not in PROTOCOLS:
+        if recipe.preset_of(self.protocol) not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         for name in ("batch_size", "grad_accum", "max_length", "eval_batch_size", "logging_steps", "save_steps"):
             value = getattr(self, name)
@@ -170,6 +171,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        named = recipe.protocol_name(recipe.preset_of(self.protocol), dataclasses.asdict(self), _launched_world_size())
+        if self.protocol != named:  # the folder's name must be the recipe (crisp.recipe)
+            raise ValueError(f"protocol {self.protocol!r} does not name this recipe, which is {named!r}; "
+                             f"build the configuration with crisp.train.make_config")
 
     @property
     def label(self) -> str:
@@ -197,23 +202,16 @@ def make_config(protocol: str = "full", **overrides) -> TrainConfig:
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    preset = {**PROTOCOLS[protocol]}
-    defaults = TrainConfig.__dataclass_fields__
-    recipe = {k for k in defaults if k not in ("model", "config", "granularity", "paper_padding", "seed", "data",
-                                                "output", "protocol", "overwrite", "progress", "eval_batch_size",
-                                                "logging_steps", "save_steps", "batch_size", "grad_accum",
-                                                "precision", "attention_dropout", "label_smoothing")}
-    changed = any(k in recipe and v != preset.get(k, defaults[k].default) for k, v in overrides.items())
-    # How the sentences of one optimizer step are split into micro-batches is not part of the recipe:
-    # 64 x 1 takes the same optimizer steps on the same 64 sentences as the paper's 16 x 4 (the logged loss is
-    # a mean either way, see accepts_loss_kwargs below). The split is recorded in every run's metrics.json.
-    step = {k: overrides.get(k, preset.get(k, defaults[k].default)) for k in ("batch_size", "grad_accum")}
-    wanted = preset.get("batch_size", defaults["batch_size"].default) * preset.get("grad_accum", defaults["grad_accum"].default)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in step.values()):
-        # under torchrun / accelerate launch each of WORLD_SIZE processes takes batch_size x grad_accum sentences
-        changed = changed or step["batch_size"] * step["grad_accum"] * _launched_world_size() != wanted
-    name = protocol + ("-custom" if changed else "")
-    return TrainConfig(**{**preset, **overrides, "protocol": name})
+    settings = {**PROTOCOLS[protocol], **overrides}
+    # The name is the recipe (crisp.recipe): the preset plus a tag per difference. How the sentences of one optimizer
+    # step are split into micro-batches is not part of it: 64 x 1 takes the same optimizer steps on the same 64
+    # sentences as the paper's 16 x 4 (the logged loss is a mean either way, see accepts_loss_kwargs below); under
+    # torchrun / accelerate launch each of WORLD_SIZE processes takes batch_size x grad_accum sentences.
+    try:
+        name = recipe.protocol_name(protocol, settings, _launched_world_size())
+    except (TypeError, ValueError):  # a value of the wrong type: TrainConfig names it
+        name = protocol
+    return TrainConfig(**{**settings, "protocol": name})
 
 
 # --- datasets -----------------------------------------------------------------------------------
@@ -283,6 +281,15 @@ def autocast(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
+def silence_progress_bars() -> None:
+    """No progress bar from transformers (weight loading, saving) or the hub (downloads), for ``progress=False``."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def check_precision(precision: str) -> None:
     """Refuse a precision this machine cannot run, naming what is missing (before anything touches disk)."""
     if precision in ("tf32", "fp16") and not torch.cuda.is_available():
@@ -308,6 +315,10 @@ def train(cfg: TrainConfig) -> Path:
     folder = cfg.folder
     if results.is_finished(folder) and not cfg.overwrite:
         raise results.RunExistsError(f"{folder} holds a finished run; pass --overwrite to replace it, or another --output / --seed")
+    models.resolve(cfg.model)  # an unknown name fails now (offline: before any network call), not after the data
+    results.check_creatable(folder)  # and an unwritable output before the model loads
+    if not cfg.progress:
+        silence_progress_bars()
     splits = data_mod.load_sst2(cfg.data)  # data and model errors come before anything touches disk
     set_seed(cfg.seed)
     model, tokenizer = models.load(cfg.model, seed=cfg.seed, attention_dropout=cfg.attention_dropout)
@@ -342,7 +353,7 @@ def train(cfg: TrainConfig) -> Path:
         logging_steps=cfg.logging_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        save_total_limit=2,  # a crash while writing one still leaves the previous one whole
+        save_total_limit=None,  # StateSaver keeps one: it drops the older only once the new one is whole
         seed=cfg.seed,
         data_seed=cfg.seed,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
@@ -377,10 +388,16 @@ def train(cfg: TrainConfig) -> Path:
             shutil.rmtree(partial, ignore_errors=True)  # half-written by a killed run
     if resume is not None:
         saver.restore(resume, trainer)
+        if distributed.is_main():
+            print(f"resuming from step {resume.name.split('-')[-1]} ({resume})", flush=True)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = saver.elapsed_before + time.perf_counter() - started
     world = distributed.world_size()
+    if not trainer.layer_rows and distributed.is_main():
+        print(f"warning: {trainer.state.global_step} optimizer step(s), fewer than logging_steps={cfg.logging_steps}: "
+              f"nothing was logged during training, so layer_sparsity.csv is empty and realized_sparsity_train is null "
+              f"(lower --logging-steps to log)", file=sys.stderr, flush=True)
     if not distributed.is_main():  # data parallel: rank 0 evaluates and writes every file; the others wait for it
         distributed.barrier()
         return folder

@@ -9,6 +9,7 @@ exactly where it stopped.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -96,6 +97,11 @@ class StateSaver(TrainerCallback):
             "seen": int(self.trainer.seen),
             "elapsed": self.elapsed_before + time.perf_counter() - self.started,
         })
+        # Only now is the new checkpoint whole (the state file comes last): drop the older ones. Trainer's own
+        # save_total_limit rotates before on_save, which would leave a state-less checkpoint as the only one.
+        for old in Path(args.output_dir).glob("checkpoint-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
 
     def restore(self, checkpoint: Path, trainer: CrispTrainer) -> None:
         """Load what ``on_save`` wrote into ``checkpoint`` (before ``trainer.train(resume_from_checkpoint=...)``)."""

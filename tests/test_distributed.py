@@ -62,7 +62,7 @@ def test_two_processes_write_one_run_like_one_process(sst2_dir, tmp_path):
     assert len(runs) == 1  # one folder, written once
     folder = runs[0].parent
     # 8 x 1 on each of 2 processes is the one process's 16 x 1: the same protocol name, the same folder
-    assert folder.relative_to(two).parts == ("tiny-bert", "small-custom", "aggressive_sparse", "seed-3")
+    assert folder.relative_to(two).parts == ("tiny-bert", "small-e2-ungrouped", "aggressive_sparse", "seed-3")
     assert (one / folder.relative_to(two) / "metrics.json").is_file()
     m2 = json.loads(runs[0].read_text())
     m1 = json.loads((one / folder.relative_to(two) / "metrics.json").read_text())

@@ -53,7 +53,7 @@ def test_check_parameters_gives_make_config(params, sst2_dir, tmp_path):
     assert cfg == make_config("small", model="tiny-distilbert", config="baseline", seed=0, data=str(sst2_dir),
                               output=str(tmp_path), train_size=200, epochs=1.0, batch_size=16, grad_accum=4,
                               logging_steps=1, progress=False)
-    assert cfg.protocol == "small-custom"  # 200 sentences is not the preset's 4,000
+    assert cfg.protocol == "small-n200-b64"  # 200 sentences, 16 x 4: not the preset's 4,000 at 16 x 1
     assert check_parameters(**{**params, "train_size": 4000, "grad_accum": 1}).protocol == "small"
     assert check_parameters(**{**params, "epochs": 1}).epochs == 1.0 and isinstance(cfg.epochs, float)
     with_options = check_parameters(**{**params, "options": {"learning_rate": 1e-5, "max_length": 128}})
@@ -151,7 +151,8 @@ def test_notebook_parameters_make_paths_absolute(sst2_dir, tmp_path, monkeypatch
 
 
 def test_unreproducible_config_is_refused_before_running(sst2_dir, tmp_path):
-    cfg = TrainConfig(model="tiny-bert", protocol="small", data=str(sst2_dir), output=str(tmp_path))  # not the preset
+    cfg = tiny(sst2_dir, tmp_path)
+    cfg.protocol = "small"  # past TrainConfig's check that the name is the recipe (small-b32), as a hand edit could be
     with pytest.raises(ValueError, match="cannot reproduce"):
         run_notebook(cfg)
     assert not list(tmp_path.iterdir())
@@ -182,7 +183,7 @@ def test_run_notebook_writes_run_and_executed_copy(notebook_run):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "run folder: <output>/tiny-bert/small-custom/light_sparse/seed-3" in text
+    assert "run folder: <output>/tiny-bert/small-b32/light_sparse/seed-3" in text
     assert "train_size: 96" in text and "dev accuracy" in text
     assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
@@ -221,7 +222,7 @@ def test_cli_grid_with_notebooks(sst2_dir, tmp_path, capsys):
             "--protocol", "small", "--train-size", "32", "--batch-size", "16", "--grad-accum", "1",
             "--data", str(sst2_dir), "--output", str(tmp_path), "--no-progress"]
     assert cli.main(argv) == 0
-    folder = tmp_path / "tiny-bert" / "small-custom" / "baseline" / "seed-0"
+    folder = tmp_path / "tiny-bert" / "small-n32" / "baseline" / "seed-0"
     assert is_finished(folder) and (folder / "run.ipynb").is_file() and not (folder / "run-failed.ipynb").exists()
     assert "1 run(s) done" in capsys.readouterr().out
     assert cli.main(argv) == 0 and "skipped" in capsys.readouterr().out  # finished: not run again

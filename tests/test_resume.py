@@ -27,7 +27,7 @@ def command(data, output):
 
 
 def run_dir(output):
-    return output / "tiny-bert" / "small-custom" / "aggressive_sparse" / "seed-3"
+    return output / "tiny-bert" / "small-e2-b8" / "aggressive_sparse" / "seed-3"
 
 
 def outputs(folder):

@@ -42,7 +42,7 @@ def test_size_protocols_are_presets_with_the_papers_step():
         cfg = make_config(name, model="tiny-bert", config="baseline", seed=1)
         assert cfg.protocol == name and cfg.subset == "stratified" and cfg.batch_size * cfg.grad_accum == 64
         assert cfg.train_size == PROTOCOLS[name]["train_size"] and cfg.learning_rate == 2e-5
-    assert make_config("n500", data_seed=1).protocol == "n500-custom"  # another subset is another protocol
+    assert make_config("n500", data_seed=1).protocol == "n500-ds1"  # another subset is another protocol
     with pytest.raises(ValueError, match="subset must be one of"):
         make_config("n500", subset="first")
 

@@ -21,7 +21,7 @@ def run(sst2_dir, tmp_path_factory):
 def test_run_writes_every_file(run):
     cfg, folder = run
     assert folder == cfg.folder
-    assert folder.parts[-4:] == ("tiny-distilbert", "small-custom", "light_sparse", "seed-42")
+    assert folder.parts[-4:] == ("tiny-distilbert", "small-e2", "light_sparse", "seed-0")
     for name in RUN_FILES + ("predictions_test.csv",):
         assert (folder / name).is_file(), name
     assert not (folder / "checkpoints").exists()
@@ -96,8 +96,8 @@ def test_protocol_names_say_when_modified():
     assert make_config("full", batch_size=64, grad_accum=1).protocol == "full"
     assert make_config("small", batch_size=4, grad_accum=4).protocol == "small"
     # ... but the number of sentences per optimizer step is
-    assert make_config("full", batch_size=32, grad_accum=1).protocol == "full-custom"
-    assert make_config("small", grad_accum=4).protocol == "small-custom"
+    assert make_config("full", batch_size=32, grad_accum=1).protocol == "full-b32"
+    assert make_config("small", grad_accum=4).protocol == "small-b64"
     with pytest.raises(ValueError, match="unknown training option"):
         make_config("full", learning_rte=1e-3)
 
@@ -123,13 +123,13 @@ def test_cli_train_and_grid(sst2_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--config", "nope"], "unknown configuration 'nope'"),
-    (["train", "--data", "/no/such/folder"], "/no/such/folder does not exist"),
+    (["train", "--data", "/no/such/folder", "--output", "{out}"], "/no/such/folder does not exist"),
     (["train", "--model", "./no-model-here", "--data", "{data}"], "model folder ./no-model-here does not exist"),
     (["grid", "--seeds", "a-b"], "--seeds must look like"),
     (["train", "--granularity", "column"], "granularity must be one of"),
 ])
-def test_cli_user_errors_are_one_line(argv, message, capsys, sst2_dir):
-    argv = [a.replace("{data}", str(sst2_dir)) for a in argv]
+def test_cli_user_errors_are_one_line(argv, message, capsys, sst2_dir, tmp_path):
+    argv = [a.replace("{data}", str(sst2_dir)).replace("{out}", str(tmp_path)) for a in argv]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
