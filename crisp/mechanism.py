@@ -82,18 +82,36 @@ def _sign(rows: pd.DataFrame, measure: str) -> int:
 
 
 def fit_answer(rows: pd.DataFrame) -> str:
-    """"regularization", "underfitting" or "no difference in fit" from one configuration's paired intervals.
+    """The answer to "regularization or underfitting?" from one configuration's paired 95% intervals, with the fit,
+    the dev loss and the dev accuracy each read on its own and in both directions.
 
-    The rule: the configuration fits the training data *less* when its training-loss interval lies above
-    zero (or its training-accuracy interval below). Less fit with a *better* dev result (dev-loss interval
-    below zero or dev-accuracy interval above) is regularization; less fit with no dev gain is
-    underfitting; no loss of fit is "no difference in fit" (nothing was constrained that the intervals see).
+    Each measure's sign (:func:`_sign`): +1 / -1 when its interval lies above / below zero, else 0. The fit is
+    *less* when training loss is higher or training accuracy lower, *more* in the opposite case. Dev loss and dev
+    accuracy are named separately, because they can move apart ("lower loss, lower accuracy" is its own answer):
+
+    - dev loss lower and dev accuracy lower: "lower loss, lower accuracy" (higher and higher: "higher loss, higher
+      accuracy"), whatever the fit;
+    - less fit and dev better (loss lower or accuracy higher, neither worse): "regularization";
+    - less fit otherwise (dev worse or no dev difference): "underfitting";
+    - more fit and dev worse: "overfitting"; more fit and dev better: "more fit, better dev"; more fit, no dev
+      difference: "more fit, same dev";
+    - same fit: "same fit, better dev", "same fit, worse dev", or "no difference in fit".
+
+    A significant loss of dev accuracy is therefore never called regularization.
     """
-    less_fit = _sign(rows, "train_loss") > 0 or _sign(rows, "train_accuracy") < 0
-    better_dev = _sign(rows, "dev_loss") < 0 or _sign(rows, "dev_accuracy") > 0
-    if not less_fit:
-        return "no difference in fit"
-    return "regularization" if better_dev else "underfitting"
+    train_loss, train_acc = _sign(rows, "train_loss"), _sign(rows, "train_accuracy")
+    fit = (-1 if train_loss > 0 or train_acc < 0 else 0) + (1 if train_loss < 0 or train_acc > 0 else 0)  # -1 less fit
+    loss, acc = _sign(rows, "dev_loss"), _sign(rows, "dev_accuracy")
+    if loss < 0 and acc < 0:
+        return "lower loss, lower accuracy"
+    if loss > 0 and acc > 0:
+        return "higher loss, higher accuracy"
+    better, worse = loss < 0 or acc > 0, loss > 0 or acc < 0
+    if fit < 0:
+        return "regularization" if better else "underfitting"
+    if fit > 0:
+        return "overfitting" if worse else "more fit, better dev" if better else "more fit, same dev"
+    return "same fit, better dev" if better else "same fit, worse dev" if worse else "no difference in fit"
 
 
 def layer_shape(sel: report.Selection) -> pd.DataFrame:

@@ -1,14 +1,21 @@
-"""The verdict: a paragraph generated only from the summary's numbers, every sentence scoped.
+"""The verdict, generated only from the summary's numbers: a plain sentence, the scope once, then bullets.
 
-Each sentence names what it is about (model, protocol, seeds, split) because a result about MiniLM
-with 5 seeds on the 872 dev sentences is not a result about DistilBERT, one run, or the test split.
-It names the reading of the paper's method the runs test, and, when the padding study's readings
-table is given, what the mask-first pad-to-512 reading would mean for the paper's Table 1.
+The first sentence says in words anyone can read what was tested and the direction and size of the result
+(:func:`plain_sentence`; the word thresholds are :data:`SAME`, :data:`SLIGHT`, :data:`MUCH`). Every difference
+is then read under both questions (:func:`both_tests`): *on these sentences* (the split's sentences fixed,
+seeds resampled: the paired t over seeds) and *on new sentences too* (the two-level bootstrap over seeds and
+sentences). The paper's claimed gains are compared honestly (:func:`claims`): the largest true gain our
+intervals allow, the claim as one noisy run (:func:`noisy_claim_p`), and the design's power against it.
+A result about MiniLM with 5 seeds is not a result about DistilBERT, one run, or another split: the scope
+line says which.
 """
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
+from scipy import stats as sps
 
 from .present import order
 
@@ -59,21 +66,189 @@ def _measured(fact: dict) -> str:
     return " and ".join(f"{counts[s]} {s}" for s in fact["splits"] if s in counts) + " sentences padded to 512"
 
 
+# ---------------------------------------------------------------- plain words, with their thresholds
+
+SAME = 0.001    # a mean difference below 0.1 point (fraction 0.001) is "about the same as" dense
+SLIGHT = 0.01   # below 1 point it is "slightly" lower or higher
+MUCH = 0.02     # from 2 points on it is "much" lower or higher (between 1 and 2 points: no qualifier)
+MODEL_PLAIN = {"minilm": "MiniLM's", "distilbert-base-uncased": "DistilBERT's"}  # the model named for anyone
+
+
+def amount(x: float) -> str:
+    """The size of a difference ``x`` (a fraction) in words, to the nearest half point of accuracy:
+    below 0.25 point "under a quarter of a point", then "about half a point", "about one point",
+    "about 1.5 points", ..."""
+    pts = abs(x) * 100
+    if pts < 0.25:
+        return "under a quarter of a point"
+    half = max(0.5, round(pts * 2) / 2)
+    return "about half a point" if half == 0.5 else "about one point" if half == 1 else f"about {half:g} points"
+
+
+def direction(x: float) -> str:
+    """``"slightly lower"``, ``"higher"``, ``"much lower"``, or ``"about the same"`` for a difference ``x``
+    (fraction) by the thresholds :data:`SAME`, :data:`SLIGHT`, :data:`MUCH`."""
+    if abs(x) < SAME:
+        return "about the same"
+    q = "slightly " if abs(x) < SLIGHT else "much " if abs(x) >= MUCH else ""
+    return q + ("lower" if x < 0 else "higher")
+
+
+def plain_sentence(boot: pd.DataFrame, model: str = "minilm") -> str:
+    """The verdict's first sentence, for anyone: what was tested, on what, and the direction and size of the mean
+    difference over the sparse configurations (sparse minus dense, ``boot`` rows) per split, in words
+    (:func:`direction`, :func:`amount`)."""
+    from .configs import CONFIGS
+    targets = sorted({round(100 * CONFIGS[c].mean_sparsity) for c in boot["config"] if c in CONFIGS})
+    share = (f"{targets[0]}%" if len(targets) == 1 else f"{targets[0]}-{targets[-1]}%") if targets else "part"
+    splits = list(dict.fromkeys(boot["split"]))
+    means = {s: float(boot.loc[boot["split"] == s, "mean_diff"].mean()) for s in splits}
+    words = {s: direction(means[s]) for s in splits}
+
+    def how(w):
+        return "about the same as dense attention" if w == "about the same" else f"{w} than dense attention"
+    if len(set(words.values())) == 1:
+        w = words[splits[0]]
+        said = how(w) + (f" on {' and '.join(splits)}" if w == "about the same" else
+                         ": " + " and ".join(f"{amount(means[s])} on {s}" for s in splits))
+    else:
+        said = "; ".join(how(words[s]) + (f" on {s}" if words[s] == "about the same" else f" ({amount(means[s])}) on {s}")
+                         for s in splits)
+    who = MODEL_PLAIN.get(model, f"{model}'s")
+    return f"Pruning {share} of {who} attention in SST-2 fine-tuning left accuracy, on average, {said}."
+
+
+# ---------------------------------------------------------------- the two questions, the claims
+
+def _word(p_holm: float, diff: float, alpha: float) -> str:
+    if not p_holm < alpha:
+        return "no difference detected"
+    return "lower than dense" if diff < 0 else "higher than dense"
+
+
+def both_tests(boot: pd.DataFrame, comparisons: dict, alpha: float = 0.05) -> pd.DataFrame:
+    """Each sparse configuration minus baseline per split under both questions.
+
+    *On these sentences* (the split's sentences fixed, seeds resampled): the paired t over seeds of
+    ``comparisons[split]`` (:func:`crisp.report.comparison`, ``comparison_<split>.csv``). *On new sentences too*:
+    the two-level bootstrap over seeds and sentences (``bootstrap.csv``). Holm over the configurations of a split
+    in each. Columns ``split, config, n_seeds, n_sentences, mean_diff, fixed_low, fixed_high, fixed_p_holm,
+    fixed_word, new_low, new_high, new_p_holm, new_word`` (``*_word``: :func:`_word` at ``alpha``).
+    """
+    rows = []
+    for r in boot.itertuples():
+        comp = comparisons.get(r.split)
+        c = comp.set_index("config").loc[r.config] if comp is not None and r.config in set(comp["config"]) else None
+        fixed = (c.ci_low, c.ci_high, c.p_ttest_holm) if c is not None else (float("nan"),) * 3
+        rows.append(dict(split=r.split, config=r.config, n_seeds=r.n_seeds, n_sentences=r.n_sentences,
+                         mean_diff=r.mean_diff, fixed_low=fixed[0], fixed_high=fixed[1], fixed_p_holm=fixed[2],
+                         fixed_word=_word(fixed[2], r.mean_diff, alpha), new_low=r.ci_low, new_high=r.ci_high,
+                         new_p_holm=r.p_zero_holm, new_word=_word(r.p_zero_holm, r.mean_diff, alpha)))
+    return pd.DataFrame(rows)
+
+
+def noisy_claim_p(claim: float, estimate: float, se: float, single_sd: float) -> tuple[float, float]:
+    """The paper's one-run gain ``claim`` as a noisy observation: ``claim ~ N(true, single_sd^2)``.
+
+    Returns ``(p_as_large, p_test)``. ``p_as_large = P(one-run gain >= claim | true = estimate)`` with the single-run
+    spread only (our estimate taken as exact). ``p_test`` is one-sided for H0: the paper's single run and our
+    estimate measure the same true difference, against "the paper's run came out higher": ``(claim - estimate)`` is
+    normal with variance ``single_sd^2 + se^2`` (the single run's noise and our estimate's), so
+    ``p_test = 1 - Phi((claim - estimate) / sqrt(single_sd^2 + se^2))``.
+    """
+    if not single_sd >= 0 or not se >= 0 or single_sd + se == 0:
+        return float("nan"), float("nan")
+    as_large = float(sps.norm.sf(claim, estimate, single_sd)) if single_sd > 0 else float(claim <= estimate)
+    return as_large, float(sps.norm.sf((claim - estimate) / math.hypot(single_sd, se)))
+
+
+def power_against(gain: float, se: float, alpha: float = 0.05, comparisons: int = 1) -> float:
+    """Probability that the two-sided test against zero at Holm's strictest level (``alpha / comparisons``), with
+    standard error ``se``, detects a true difference of ``gain`` (normal approximation; the far tail ignored)."""
+    if not se > 0:
+        return float("nan")
+    return float(sps.norm.cdf(abs(gain) / se - sps.norm.ppf(1 - alpha / (2 * comparisons))))
+
+
+CLAIM_COLUMNS = ["split", "config", "claimed_gain", "mean_diff", "at_most", "single_sd", "p_as_large", "p_noisy",
+                 "p_noisy_holm", "claim", "power_claim", "mdd_zero"]
+
+
+def claims(boot: pd.DataFrame, single: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """The paper's claimed gains against our runs, per split and configuration (:data:`CLAIM_COLUMNS`).
+
+    ``at_most``: upper end of the 95% two-level bootstrap interval (the true gain on our model is at most that,
+    at 97.5% one-sided confidence). ``single_sd``: the spread of one sparse run minus one baseline run
+    (``single_run.csv`` ``normal_sd``), standing in for the paper's own single-run noise (its model's spread is
+    unknown). ``p_as_large``, ``p_noisy``: :func:`noisy_claim_p` with the bootstrap standard error;
+    ``p_noisy_holm``: Holm over the configurations of a split; ``claim``: "rejected" where that is below
+    ``alpha``, else "not rejected". ``power_claim``: :func:`power_against` the claimed gain; ``mdd_zero``: the
+    difference detected with 80% power (``bootstrap.csv``).
+    """
+    from .stats import holm
+    sd = single.set_index(["split", "config"])["normal_sd"] if len(single) else pd.Series(dtype=float)
+    rows = []
+    for split, g in boot.groupby("split", sort=False):
+        k = len(g)
+        for r in g.itertuples():
+            s = float(sd.get((split, r.config), float("nan")))
+            as_large, p = noisy_claim_p(r.claimed_gain, r.mean_diff, r.se, s)
+            rows.append(dict(split=split, config=r.config, claimed_gain=r.claimed_gain, mean_diff=r.mean_diff,
+                             at_most=r.ci_high, single_sd=s, p_as_large=as_large, p_noisy=p,
+                             power_claim=power_against(r.claimed_gain, r.se, alpha, k), mdd_zero=r.mdd_zero))
+    out = pd.DataFrame(rows)
+    if not len(out):
+        return pd.DataFrame(columns=CLAIM_COLUMNS)
+    out["p_noisy_holm"] = out.groupby("split")["p_noisy"].transform(lambda p: holm(p.to_numpy()))
+    out["claim"] = ["rejected" if p < alpha else "not rejected" for p in out["p_noisy_holm"]]
+    return out[CLAIM_COLUMNS]
+
+
+# ---------------------------------------------------------------- the verdict: bullets, scope said once
+
+def _list(rows, fmt) -> str:
+    return "; ".join(fmt(r) for r in rows)
+
+
+def _tested(table: pd.DataFrame, kind: str, alpha: float) -> str:
+    """What one question's test shows, per split, from :func:`both_tests` rows (``kind``: "fixed" or "new")."""
+    parts = []
+    for split, g in table.groupby("split", sort=False):
+        rows = list(g.itertuples())
+        cis = _list(rows, lambda r: f"{r.config} {_pts(r.mean_diff)} [{_pts(getattr(r, kind + '_low'))}, "
+                                    f"{_pts(getattr(r, kind + '_high'))}]")
+        lower = [r for r in rows if getattr(r, kind + "_word") == "lower than dense"]
+        higher = [r for r in rows if getattr(r, kind + "_word") == "higher than dense"]
+        p = lambda r: getattr(r, kind + "_p_holm")  # noqa: E731
+        said = []
+        if lower:
+            said.append(f"{_names([r.config for r in lower])} {'is' if len(lower) == 1 else 'are'} lower than dense "
+                        f"(Holm p = {', '.join(_p(p(r)) for r in lower)})")
+        if higher:
+            said.append(f"{_names([r.config for r in higher])} {'is' if len(higher) == 1 else 'are'} higher than dense "
+                        f"(Holm p = {', '.join(_p(p(r)) for r in higher)})")
+        if not said:
+            said.append(f"no configuration differs from dense (smallest Holm p = {_p(min(p(r) for r in rows))})")
+        parts.append(f"{split} ({rows[0].n_sentences:,} sentences): {cis}; " + " and ".join(said))
+    return "; ".join(parts)
+
+
 def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: str, seeds: list,
             reading: str, experiment: bool = True, alpha: float = 0.05, planned_seeds: int | None = None,
-            readings: pd.DataFrame | None = None) -> str:
-    """One paragraph built from the numbers given.
+            readings: pd.DataFrame | None = None, comparisons: dict | None = None,
+            single: pd.DataFrame | None = None) -> str:
+    """The verdict as Markdown: the plain sentence, the scope once, then one bullet per finding.
 
     Parameters
     ----------
     boot : DataFrame
-        :func:`crisp.report.bootstrap_table` rows of one or more splits.
+        :func:`crisp.report.bootstrap_table` rows of one or more splits (on new sentences too).
     null : dict
         :func:`crisp.report.single_run_null` (single-run probabilities with no true effect, the paper's r).
     fit : dict
         config -> answer of :func:`crisp.mechanism.fit_answer`.
     model, protocol, seeds, reading :
-        Named in the text (``reading``: :func:`reading_text` of the runs' crisp_config).
+        Named in the scope line (``reading``: :func:`reading_text` of the runs' crisp_config).
     alpha : float
         Family-wise level for the Holm-adjusted p-values.
     experiment : bool
@@ -82,67 +257,80 @@ def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: 
         With fewer seeds than planned the text says the verdict is provisional.
     readings : DataFrame, optional
         The padding study's readings table (``data/padding/<model>/readings.csv``).
+    comparisons : dict, optional
+        split -> :func:`crisp.report.comparison` (paired t over seeds, sentences fixed): the "on these sentences" bullet.
+    single : DataFrame, optional
+        :func:`crisp.report.single_run_table` rows: the claims bullet (:func:`claims`).
     """
     n = len(seeds)
-    scope = f"{model}, protocol {protocol}, {n} seed{'s' if n != 1 else ''} per configuration"
-    text = [f"Scope: {scope}. These runs test one reading of the paper's method: {reading}."]
+    text = [plain_sentence(boot, model), ""]
+    scope = (f"Scope: {model}, protocol {protocol}, {n} seed{'s' if n != 1 else ''} per configuration (paired), "
+             f"Holm over the {boot['config'].nunique()} sparse configurations within a split; the runs test one "
+             f"reading of the paper's method: {reading}.")
     if not experiment:
-        text.append("These are smoke runs that check the pipeline, not the experiment: read no conclusion into them.")
+        scope += " These are smoke runs that check the pipeline, not the experiment: read no conclusion into them."
     if planned_seeds is not None and n < planned_seeds:
-        text.append(f"The grid is unfinished ({n} of the {planned_seeds} planned seeds): this verdict is provisional.")
-    for split, rows in boot.groupby("split", sort=False):
-        rows = list(rows.itertuples())
-        where = f"On {SPLIT_TEXT.get(split, split)} ({rows[0].n_sentences} sentences; {scope})"
-        cis = "; ".join(f"{r.config} {_pts(r.mean_diff)} points [{_pts(r.ci_low)}, {_pts(r.ci_high)}]" for r in rows)
-        text.append(f"{where}, sparse minus dense baseline with 95% intervals from a paired two-level bootstrap "
-                    f"over seeds and sentences (B = {rows[0].B}): {cis}.")
-        sig = [r for r in rows if r.p_zero_holm < alpha]
-        if sig:
-            text.append(f"Against zero (two-sided, Holm over {len(rows)}), {_names([f'{r.config} differs (Holm p = {_p(r.p_zero_holm)})' for r in sig])}"
-                        + ("; the others do not." if len(sig) < len(rows) else "."))
-        else:
-            text.append(f"Against zero (two-sided, Holm over {len(rows)}), no configuration differs from the baseline "
-                        f"on {split} (smallest Holm p = {_p(min(r.p_zero_holm for r in rows))}).")
-        rejected = [r for r in rows if r.p_claim_holm < alpha]
-        kept = [r for r in rows if not r.p_claim_holm < alpha]
-        part = (f"Against each configuration's own claimed gain (one-sided, Holm over {len(rows)}), the claim is "
-                + (("rejected on " + split + " for " + _names([f"{r.config} ({_pts(r.claimed_gain)}, Holm p = {_p(r.p_claim_holm)})" for r in rejected]))
-                   if rejected else "rejected for no configuration on " + split)
-                + (("; it is not rejected for " + _names([f"{r.config} ({_pts(r.claimed_gain)}, Holm p = {_p(r.p_claim_holm)})" for r in kept])) if kept else ""))
-        mdd = [r.mdd_zero for r in rows]
-        text.append(part + f". With 80% power at Holm's strictest level this design detects differences from zero of "
-                    f"{_pts(min(mdd), False)} to {_pts(max(mdd), False)} points on {split}.")
+        scope += f" The grid is unfinished ({n} of the {planned_seeds} planned seeds): this verdict is provisional."
+    text += [scope, ""]
+    both = both_tests(boot, comparisons or {}, alpha)
+    if comparisons:
+        text.append(f"- **On these sentences** (sentences fixed, seeds resampled: paired t over the {n} seeds, 95% "
+                    f"intervals, points): {_tested(both, 'fixed', alpha)}.")
+    text.append(f"- **On new sentences too** (paired two-level bootstrap over seeds and sentences, B = "
+                f"{boot['B'].iloc[0]}, 95% intervals, points): {_tested(both, 'new', alpha)}.")
+    if single is not None and len(single):
+        c = claims(boot, single, alpha)
+        most = "; ".join(f"{s}: " + ", ".join(f"{r.config} {_pts(r.at_most)}" for r in g.itertuples())
+                         for s, g in c.groupby("split", sort=False))
+        text.append(f"- **How large a true gain is still possible** (upper ends of the 95% intervals on new "
+                    f"sentences): at most {most} points.")
+        rejected = c[c["claim"] == "rejected"]
+        noisy = "; ".join(f"{s}: " + ", ".join(f"{r.config} {_pts(r.claimed_gain)} ({100 * r.p_as_large:.0f}%, "
+                                               f"Holm p = {_p(r.p_noisy_holm)})" for r in g.itertuples())
+                          for s, g in c.groupby("split", sort=False))
+        outcome = ("rejected for " + _names([f"{r.config} on {r.split}" for r in rejected.itertuples()])
+                   if len(rejected) else "rejected for no configuration")
+        text.append(f"- **The paper's claimed gains, counting their own noise.** Each is one run minus one run; with "
+                    f"our single-run spread (sd of one run minus one run {_span(c.single_sd, False)} points) and our "
+                    f"estimate as the true difference, a gain at least as large as claimed has the probability in "
+                    f"brackets, and a one-sided test of claim against estimate that counts both noises gives the Holm "
+                    f"p: {noisy}. At {100 * alpha:.0f}% the claim is {outcome}.")
+        text.append("- **Power.** With 80% power at Holm's strictest level the design detects differences from zero of "
+                    + "; ".join(f"{_span(g.mdd_zero, False)} points on {s}" for s, g in c.groupby("split", sort=False))
+                    + "; its power against each claimed gain is "
+                    + "; ".join(f"{_span_pct(g.power_claim)} on {s}" for s, g in c.groupby("split", sort=False)) + ".")
     if null:
-        text.append(f"One run per configuration, as in the paper's Table 1: with no true effect (our {null['n_baseline_runs']} "
-                    f"baseline runs of {model} against each other, {null['split']}), three single runs all beat one "
-                    f"baseline run, the best by at least {_pts(null['margin'])} points, in {null['hits']} of "
+        text.append(f"- **One run per configuration**, as in the paper's Table 1: with no true effect (our "
+                    f"{null['n_baseline_runs']} baseline runs against each other, {null['split']}), three single runs "
+                    f"all beat one baseline run, the best by at least {_pts(null['margin'])} points, in {null['hits']} of "
                     f"{null['arrangements']} arrangements ({100 * null['p_empirical']:.0f}%), and with probability "
-                    f"{100 * null['p_normal']:.0f}% under a normal model of their spread (sd {_pts(null['baseline_sd'], False)} "
-                    f"points); the paper's correlation of target sparsity with accuracy, r = {null['paper_pearson_r']:.2f} "
-                    f"over its {null['paper_n']} runs, has p = {null['paper_pearson_p']:.3f}.")
+                    f"{100 * null['p_normal']:.0f}% under a normal model of their spread (sd "
+                    f"{_pts(null['baseline_sd'], False)} points); the paper's correlation of target sparsity with "
+                    f"accuracy, r = {null['paper_pearson_r']:.2f} over its {null['paper_n']} runs, has p = "
+                    f"{null['paper_pearson_p']:.3f}.")
     if fit:
         groups = {}
         for config, answer in fit.items():
             groups.setdefault(answer, []).append(config)
         said = "; ".join(f"{answer} for {_names(configs)}" for answer, configs in groups.items())
-        text.append(f"Regularization or underfitting ({scope}, paired 95% t intervals of final-epoch training loss "
-                    f"and accuracy, dev loss and dev accuracy): {said}.")
+        text.append(f"- **Loss and accuracy** (paired 95% t intervals of final-epoch training loss and accuracy, dev "
+                    f"loss and dev accuracy, each read on its own): {said}.")
     if readings is not None:
         fact = readings_fact(readings)
         targets = " and ".join(f"{100 * t:.0f}%" for t in fact["targets"])
         if fact["max"] < NO_PRUNING:
-            text.append(f"Under the mask-first pad-to-512 reading of the paper (the padding mask written into the "
-                        f"scores before the threshold), the realized sparsity over real (query, key) pairs measured on "
-                        f"{model} ({_measured(fact)}) is at most {100 * fact['max']:.2g}% at targets {targets}: "
-                        f"no real key is pruned, so the paper's sparse models would be its dense model and its Table 1 "
-                        f"gains differences between single runs of one model.")
+            text.append(f"- **Another reading of the paper.** Under mask-first pad-to-512 (the padding mask written "
+                        f"into the scores before the threshold), the realized sparsity over real (query, key) pairs "
+                        f"measured on {model} ({_measured(fact)}) is at most {100 * fact['max']:.2g}% at targets "
+                        f"{targets}: no real key is pruned, so the paper's sparse models would be its dense model and "
+                        f"its Table 1 gains differences between single runs of one model.")
         else:
-            text.append(f"Under the mask-first pad-to-512 reading of the paper, the realized sparsity over real "
-                        f"(query, key) pairs measured on {model} reaches {100 * fact['max']:.1f}% at targets {targets} "
-                        f"(largest per reading: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in fact["max_by_reading"].items())
+            text.append(f"- **Another reading of the paper.** Under mask-first pad-to-512, the realized sparsity over "
+                        f"real (query, key) pairs measured on {model} reaches {100 * fact['max']:.1f}% at targets "
+                        f"{targets} (largest per reading: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in
+                                                                       fact["max_by_reading"].items())
                         + "), so that reading does prune real keys.")
-    return " ".join(text)
-
+    return "\n".join(text)
 
 
 def _span(values, sign: bool = True) -> str:
@@ -150,48 +338,40 @@ def _span(values, sign: bool = True) -> str:
     return f"{_pts(lo, sign)}" if abs(hi - lo) < 5e-5 else f"{_pts(lo, sign)} to {_pts(hi, sign)}"
 
 
+def _span_pct(values) -> str:
+    lo, hi = 100 * min(values), 100 * max(values)
+    return f"{lo:.0f}%" if round(lo) == round(hi) else f"{lo:.0f}% to {hi:.0f}%"
+
+
 def headline(boot: pd.DataFrame, *, model: str, protocol: str, n_seeds: int, hardware: str,
-             readings: pd.DataFrame | None = None, alpha: float = 0.05, planned_seeds: int | None = None) -> str:
-    """The verdict in two sentences, for the top of the book: what the runs show, and what the padding study adds.
+             readings: pd.DataFrame | None = None, alpha: float = 0.05, planned_seeds: int | None = None,
+             comparisons: dict | None = None, single: pd.DataFrame | None = None) -> str:
+    """The verdict for the top of the book (under 60 words): :func:`plain_sentence`, then one technical sentence.
 
-    The first sentence is scoped (model, protocol, seeds, hardware) and gives, per split, the range of the
-    paired differences, which configurations differ from zero and for which the paper's own claimed gain is
-    rejected (two-level bootstrap, Holm at ``alpha``). With fewer seeds than ``planned_seeds`` it opens with
-    "Provisional"; with one seed it says the intervals count the sentences only. The second sentence, only
-    with the padding study's ``readings``, says what the mask-first pad-to-512 reading of the paper would mean.
+    The technical sentence says what each question's test shows (on these sentences: ``comparisons``, the paired t
+    over seeds; on new sentences too: the two-level bootstrap, Holm at ``alpha``) and, with ``single``, whether a
+    claimed gain is rejected once its own single-run noise is counted (:func:`claims`). With fewer seeds than
+    ``planned_seeds`` it opens with "Provisional". ``model``, ``protocol``, ``hardware`` and ``readings`` are named
+    on the page next to it, not here.
     """
-    splits = list(dict.fromkeys(boot["split"]))
-    ranges = " and ".join(f"{_span(boot.loc[boot.split == s, 'mean_diff'])} points on {s}" for s in splits)
+    both = both_tests(boot, comparisons or {}, alpha)
 
-    def where(sign: int) -> list[str]:
-        return [f"{_names(order(g.config))} on {s}" for s in splits
-                for g in [boot[(boot.split == s) & (boot.p_zero_holm < alpha) & (sign * boot.mean_diff > 0)]] if len(g)]
-    better, worse = where(+1), where(-1)
-    outcome = ("no sparse configuration beats the dense baseline" if not better else
-               f"sparse attention beats the dense baseline ({'; '.join(better)})")
-    outcome += (f", and some fall below it ({'; '.join(worse)})" if worse else
-                "" if better else ", nor falls significantly below it")
-    rejected = {s: boot[(boot.split == s) & (boot.p_claim_holm < alpha)] for s in splits}
-    if all(len(rejected[s]) == (boot.split == s).sum() for s in splits):
-        claims = (f"and every configuration's own claimed gain ({_span(boot.claimed_gain)} points) is rejected on "
-                  f"{' and '.join(splits)} (Holm p at most {_p(boot.p_claim_holm.max())})")
-    else:
-        parts = [f"on {s} for {_names(order(rejected[s].config))}" for s in splits if len(rejected[s])]
-        claims = ("and the paper's claimed gains are rejected " + "; ".join(parts)) if parts else \
-                 "and no claimed gain is rejected: the design cannot tell them from zero"
-    seeds = f"{n_seeds} paired seed{'s' if n_seeds != 1 else ''}"
-    levels = "seeds and sentences" if n_seeds > 1 else "sentences only, one seed"
-    lead = (f"Provisional ({n_seeds} of {planned_seeds} planned seeds): on" if planned_seeds and n_seeds < planned_seeds
-            else "On")
-    text = (f"{lead} {model} (protocol {protocol}, {seeds}, {hardware}), {outcome}: the paired differences are "
-            f"{ranges} (two-level bootstrap over {levels}, Holm), {claims}.")
-    if readings is not None:
-        fact = readings_fact(readings)
-        if fact["max"] < NO_PRUNING:
-            text += (" Under another reading the paper's text allows (every sentence padded to 512 and the padding "
-                     f"mask applied before the top-k), its sparse models prune no real key in any of the {_measured(fact)} "
-                     "we measured, so its Table 1 gains would be differences between single runs of one dense model.")
-        else:
-            text += (f" Under the mask-first pad-to-512 reading of the paper, up to {100 * fact['max']:.1f}% of the "
-                     f"real (query, key) pairs are pruned, so that reading is a different experiment, not tested here.")
-    return text
+    def shows(kind: str) -> str:
+        moved = [f"{_names(order(g.config))} {w.split()[0]} on {s}" for s, g0 in both.groupby("split", sort=False)
+                 for w in ("lower than dense", "higher than dense")
+                 for g in [g0[g0[kind + "_word"] == w]] if len(g)]
+        return "; ".join(moved) if moved else "no difference detected"
+    parts = []
+    if comparisons:
+        parts.append(f"on these sentences (paired t, Holm): {shows('fixed')}")
+    parts.append(f"on new sentences too (bootstrap): {shows('new')}")
+    if single is not None and len(single):
+        c = claims(boot, single, alpha)
+        rej = c[c["claim"] == "rejected"]
+        parts.append("claims (single-run noise counted): "
+                     + (f"rejected for {_names([f'{r.config} on {r.split}' for r in rej.itertuples()])}" if len(rej)
+                        else "none rejected"))
+    lead = (f"Provisional ({n_seeds} of {planned_seeds} planned seeds). " if planned_seeds and n_seeds < planned_seeds
+            else "")
+    tech = "; ".join(parts)
+    return f"{lead}{plain_sentence(boot, model)} {tech[0].upper()}{tech[1:]}."

@@ -399,7 +399,7 @@ def _boot(split, p_zero_holm=(0.6, 0.6, 0.6), p_claim_holm=(0.01, 0.003, 0.2)):
                                               ("aggressive_sparse", 0.0097, -0.0073)], p_zero_holm, p_claim_holm):
         rows.append(dict(split=split, config=config, n_sentences=872 if split == "dev" else 1821, claimed_gain=claim,
                          mean_diff=diff, ci_low=diff - 0.01, ci_high=diff + 0.01, p_zero_holm=pz, p_claim_holm=pc,
-                         mdd_zero=0.013 if config == "light_sparse" else 0.02, B=10000))
+                         mdd_zero=0.013 if config == "light_sparse" else 0.02, B=10000, se=0.005, n_seeds=5))
     return pd.DataFrame(rows)
 
 
@@ -408,25 +408,91 @@ NULL = dict(n_baseline_runs=5, split="dev", margin=0.0097, hits=4, arrangements=
 READING = reading_text({"paper_padding": False, "granularity": "row"})
 
 
-def test_verdict_scopes_every_split_and_tests_each_claim():
+def _comparison(p_holm=(0.15, 0.039, 0.039)):
+    return pd.DataFrame([dict(config=c, n_pairs=5, mean_diff=d, ci_low=d - 0.004, ci_high=d + 0.004, p_ttest=p,
+                              p_ttest_holm=p) for (c, d), p in zip([("uniform_sparse", -0.0062), ("light_sparse", -0.0053),
+                                                                    ("aggressive_sparse", -0.0073)], p_holm)])
+
+
+def _single(split, sd=0.008):
+    return pd.DataFrame([dict(split=split, config=c, normal_sd=sd) for c in ("uniform_sparse", "light_sparse",
+                                                                           "aggressive_sparse")])
+
+
+def test_verdict_is_a_plain_sentence_the_scope_once_and_bullets():
     boot = pd.concat([_boot("dev"), _boot("test", p_zero_holm=(0.01, 0.9, 0.9), p_claim_holm=(0.3, 0.4, 0.5))])
     text = verdict(boot, NULL, {"uniform_sparse": "underfitting", "light_sparse": "underfitting",
-                                "aggressive_sparse": "regularization"},
-                   model="minilm", protocol="full", seeds=[0, 1, 2, 3, 4], reading=READING)
-    assert text.startswith("Scope: minilm, protocol full, 5 seeds per configuration.")
+                                "aggressive_sparse": "lower loss, lower accuracy"},
+                   model="minilm", protocol="full", seeds=[0, 1, 2, 3, 4], reading=READING,
+                   comparisons={"dev": _comparison(), "test": _comparison((0.7, 1.0, 1.0))},
+                   single=pd.concat([_single("dev"), _single("test")]))
+    first, rest = text.split("\n", 1)
+    assert first.startswith("Pruning 60-80% of MiniLM's attention") and "slightly lower than dense attention" in first
+    assert rest.count("Scope: minilm, protocol full, 5 seeds per configuration") == 1 and "minilm, protocol" not in \
+        rest.split("Scope:", 1)[1].split("\n", 1)[1]  # the scope said once
     assert "dynamic padding" in text and "top-k per query row" in text
-    assert "On the SST-2 dev split (872 sentences; minilm, protocol full, 5 seeds" in text
-    assert "On the held-out SST-2 test split (1821 sentences" in text
-    assert "light_sparse -0.53 points [-1.53, +0.47]" in text
-    assert "no configuration differs from the baseline on dev (smallest Holm p = 0.600)" in text
-    assert "uniform_sparse differs (Holm p = 0.010); the others do not." in text  # on test
-    assert ("rejected on dev for uniform_sparse (+0.61, Holm p = 0.010) and light_sparse (+0.73, Holm p = 0.003); "
-            "it is not rejected for aggressive_sparse (+0.97, Holm p = 0.200)") in text
-    assert "rejected for no configuration on test" in text
+    bullets = [line for line in text.splitlines() if line.startswith("- **")]
+    assert [b.split("**")[1] for b in bullets][:2] == ["On these sentences", "On new sentences too"]
+    assert "light_sparse and aggressive_sparse are lower than dense (Holm p = 0.039, 0.039)" in bullets[0]
+    assert "light_sparse -0.53 [-1.53, +0.47]" in bullets[1]
+    assert "no configuration differs from dense (smallest Holm p = 0.600)" in bullets[1]
+    assert "uniform_sparse is higher than dense (Holm p = 0.010)" not in bullets[1]  # -0.62 is lower, not higher
+    assert "uniform_sparse is lower than dense (Holm p = 0.010)" in bullets[1]  # on test
+    assert "at most dev: uniform_sparse +0.38" in text
+    assert "At 5% the claim is rejected for no configuration" in text
     assert "differences from zero of 1.30 to 2.00 points on dev" in text
     assert "in 4 of 20 arrangements (20%), and with probability 17%" in text and "p = 0.080" in text
-    assert "underfitting for uniform_sparse and light_sparse; regularization for aggressive_sparse" in text
+    assert "underfitting for uniform_sparse and light_sparse; lower loss, lower accuracy for aggressive_sparse" in text
     assert "provisional" not in text and "smoke" not in text and "mask-first" not in text and "nan" not in text
+
+
+def test_plain_words_follow_their_thresholds():
+    from crisp.verdict import amount, direction
+    assert [amount(x) for x in (0.001, 0.003, 0.0074, 0.0076, 0.012, 0.0151, -0.026)] == [
+        "under a quarter of a point", "about half a point", "about half a point", "about one point",
+        "about one point", "about 1.5 points", "about 2.5 points"]
+    assert [direction(x) for x in (0.0009, -0.0009, -0.005, 0.005, -0.015, 0.025)] == [
+        "about the same", "about the same", "slightly lower", "slightly higher", "lower", "much higher"]
+    from crisp.verdict import plain_sentence
+    mixed = pd.concat([_boot("dev"), _boot("test").assign(mean_diff=0.0002)])
+    assert plain_sentence(mixed) == ("Pruning 60-80% of MiniLM's attention in SST-2 fine-tuning left accuracy, on "
+                                     "average, slightly lower than dense attention (about half a point) on dev; about "
+                                     "the same as dense attention on test.")
+
+
+def test_noisy_claim_known_answers():
+    from crisp.verdict import claims, noisy_claim_p, power_against
+    # claim 1.645 sd above the estimate, our estimate exact: p = 0.05 both ways
+    assert noisy_claim_p(1.645, 0.0, 0.0, 1.0) == pytest.approx((0.05, 0.05), abs=1e-4)
+    # our estimate's noise counts too: (claim - estimate) / sqrt(3^2 + 4^2) = 1.96 / 1 -> 0.025
+    as_large, p = noisy_claim_p(9.8, 0.0, 4.0, 3.0)
+    assert p == pytest.approx(0.025, abs=1e-4) and as_large == pytest.approx(stats.norm.sf(9.8 / 3))
+    assert noisy_claim_p(0.01, 0.01, 0.002, 0.005) == pytest.approx((0.5, 0.5))
+    # power: the true gain at exactly z_{1-alpha/2k} + z_0.8 standard errors is detected 80% of the time
+    z = stats.norm.ppf(1 - 0.05 / 6) + stats.norm.ppf(0.8)
+    assert power_against(z * 0.004, 0.004, 0.05, 3) == pytest.approx(0.8)
+    assert power_against(0.0, 0.004, 0.05, 1) == pytest.approx(0.025)
+    # the table: Holm over the configurations of a split, "rejected" only where the noisy test rejects
+    boot = _boot("dev").assign(claimed_gain=[0.0061, 0.0073, 0.05])
+    c = claims(boot, _single("dev", sd=0.008)).set_index("config")
+    assert c.loc["aggressive_sparse", "claim"] == "rejected" and c.loc["light_sparse", "claim"] == "not rejected"
+    assert c.loc["light_sparse", "at_most"] == pytest.approx(-0.0053 + 0.01)
+    p_raw = [noisy_claim_p(g, d, 0.005, 0.008)[1] for g, d in zip(boot.claimed_gain, boot.mean_diff)]
+    assert c["p_noisy_holm"].tolist() == pytest.approx(list(holm(p_raw)))
+
+
+def test_headline_fits_in_the_box_and_says_both_tests():
+    from crisp.verdict import headline
+    boot = pd.concat([_boot("dev"), _boot("test")])
+    comps = {"dev": _comparison(), "test": _comparison((0.7, 1.0, 1.0))}
+    text = headline(boot, model="minilm", protocol="full", n_seeds=5, hardware="cpu-fp32", comparisons=comps,
+                    single=pd.concat([_single("dev"), _single("test")]))
+    assert len(text.split()) < 60
+    assert text.startswith("Pruning 60-80% of MiniLM's attention")
+    assert "On these sentences (paired t, Holm): light_sparse and aggressive_sparse lower on dev" in text
+    assert "on new sentences too (bootstrap): no difference detected" in text and "none rejected" in text
+    partial = headline(_boot("dev"), model="m", protocol="n500", n_seeds=1, hardware="cpu-fp32", planned_seeds=5)
+    assert partial.startswith("Provisional (1 of 5 planned seeds). Pruning") and "these sentences" not in partial
 
 
 def test_verdict_smoke_provisional_and_without_single_run_facts():
@@ -456,7 +522,7 @@ def test_verdict_states_what_the_mask_first_reading_implies():
         "pad512-maskfirst-finfo-row", "pad512-maskfirst-inf-head"}
     text = verdict(_boot("dev"), NULL, {}, model="minilm", protocol="full", seeds=[0, 1, 2, 3, 4], reading=READING,
                    readings=_readings(0.0))
-    assert "Under the mask-first pad-to-512 reading" in text and "no real key is pruned" in text
+    assert "Under mask-first pad-to-512" in text and "no real key is pruned" in text
     assert "at targets 60% and 80%" in text and "its dense model" in text
     assert "(872 dev sentences padded to 512)" in text  # how much was measured, from the table
     pruned = verdict(_boot("dev"), NULL, {}, model="minilm", protocol="full", seeds=[0], reading=READING,
@@ -474,16 +540,27 @@ def test_verdict_states_what_the_mask_first_reading_implies():
 
 
 def test_fit_answer_rule():
-    def rows(train_loss, dev_loss, dev_acc=(-0.01, 0.01)):
+    def rows(train_loss, dev_loss, dev_acc=(-0.01, 0.01), train_acc=(-0.01, 0.01)):
         return pd.DataFrame([dict(measure="train_loss", ci_low=train_loss[0], ci_high=train_loss[1]),
-                             dict(measure="train_accuracy", ci_low=-0.01, ci_high=0.01),
+                             dict(measure="train_accuracy", ci_low=train_acc[0], ci_high=train_acc[1]),
                              dict(measure="dev_loss", ci_low=dev_loss[0], ci_high=dev_loss[1]),
                              dict(measure="dev_accuracy", ci_low=dev_acc[0], ci_high=dev_acc[1])])
-    assert mechanism.fit_answer(rows((0.01, 0.02), (-0.02, -0.01))) == "regularization"
-    assert mechanism.fit_answer(rows((0.01, 0.02), (-0.01, 0.01))) == "underfitting"
-    assert mechanism.fit_answer(rows((0.01, 0.02), (-0.01, 0.01), dev_acc=(0.001, 0.01))) == "regularization"
-    assert mechanism.fit_answer(rows((-0.01, 0.02), (-0.02, -0.01))) == "no difference in fit"
+    up, down, flat = (0.01, 0.02), (-0.02, -0.01), (-0.01, 0.01)
+    assert mechanism.fit_answer(rows(up, down)) == "regularization"
+    assert mechanism.fit_answer(rows(up, flat)) == "underfitting"
+    assert mechanism.fit_answer(rows(up, flat, dev_acc=(0.001, 0.01))) == "regularization"
+    assert mechanism.fit_answer(rows(flat, down)) == "same fit, better dev"
     assert mechanism.fit_answer(rows((np.nan, np.nan), (np.nan, np.nan))) == "no difference in fit"
+    # a significant loss of dev accuracy is never regularization, even with a lower dev loss (n500's case)
+    assert mechanism.fit_answer(rows(up, down, dev_acc=down)) == "lower loss, lower accuracy"
+    assert mechanism.fit_answer(rows(up, flat, dev_acc=down)) == "underfitting"
+    assert mechanism.fit_answer(rows(up, up, dev_acc=up)) == "higher loss, higher accuracy"
+    # the other direction: fitting the training data more
+    assert mechanism.fit_answer(rows(down, up)) == "overfitting"
+    assert mechanism.fit_answer(rows(flat, flat, train_acc=up, dev_acc=down)) == "overfitting"
+    assert mechanism.fit_answer(rows(down, down)) == "more fit, better dev"
+    assert mechanism.fit_answer(rows(down, flat)) == "more fit, same dev"
+    assert mechanism.fit_answer(rows(flat, flat, dev_acc=down)) == "same fit, worse dev"
 
 
 def test_crossed_se_known_answers():
@@ -501,26 +578,3 @@ def test_crossed_se_known_answers():
     assert bootstrap.crossed_se(np.zeros((3, 10))) == 0.0
     with pytest.raises(ValueError):
         bootstrap.crossed_se(np.zeros(10))
-
-
-def test_headline_is_two_scoped_sentences_from_the_numbers():
-    from crisp.verdict import headline
-    boot = pd.concat([_boot("dev", p_claim_holm=(0.01, 0.003, 0.02)), _boot("test", p_claim_holm=(0.03, 0.01, 0.01))])
-    text = headline(boot, model="minilm", protocol="full", n_seeds=5, hardware="cpu-fp32", readings=_readings(0.0))
-    assert text.startswith("On minilm (protocol full, 5 paired seeds, cpu-fp32), no sparse configuration beats")
-    assert "-0.73 to -0.53 points on dev" in text and "rejected on dev and test (Holm p at most 0.030)" in text
-    assert "(+0.61 to +0.97 points)" in text and "872 dev sentences padded to 512" in text
-    assert text.count(". ") == 1 and text.endswith(".")  # two sentences
-    partial = headline(_boot("dev"), model="m", protocol="n500", n_seeds=1, hardware="cpu-fp32", planned_seeds=5)
-    assert partial.startswith("Provisional (1 of 5 planned seeds): on m (protocol n500, 1 paired seed,")
-    assert "over sentences only, one seed" in partial and "rejected on dev for light_sparse and uniform_sparse" in partial
-    assert "pad" not in partial  # no readings, no second sentence
-    better = headline(_boot("dev", p_zero_holm=(0.01, 0.6, 0.6)).assign(mean_diff=0.01), model="m", protocol="full",
-                      n_seeds=5, hardware="cpu-fp32")
-    assert "sparse attention beats the dense baseline (uniform_sparse on dev)" in better
-    mixed = pd.concat([_boot("dev", p_zero_holm=(0.01, 0.6, 0.6)).assign(mean_diff=0.01),
-                       _boot("test", p_zero_holm=(0.6, 0.6, 0.01))])
-    both = headline(mixed, model="m", protocol="full", n_seeds=5, hardware="h")
-    assert "(uniform_sparse on dev), and some fall below it (aggressive_sparse on test)" in both
-    pruning = headline(_boot("dev"), model="m", protocol="full", n_seeds=5, hardware="h", readings=_readings(0.3))
-    assert "up to 30.0%" in pruning and "no real key" not in pruning
