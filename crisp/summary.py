@@ -18,7 +18,8 @@ and writes one folder per model and protocol::
         dynamics.csv         paired differences in final training loss/accuracy, dev loss/accuracy, train-dev gap,
                              and the answer "regularization or underfitting?" per configuration
         layer_shape.csv      per configuration and layer: final target ratio and realized dev sparsity
-        verdict.md           the one-paragraph verdict generated from these numbers
+        verdict.md           the verdict generated from these numbers (crisp.verdict): a plain sentence, the
+                             scope once, bullets (both tests, the claims with their own noise, power, fit)
         summary.json         label, seeds, detectable differences, single-run probabilities with no true
                              effect, the method reading, bootstrap B and seed, commit, versions; written last
 
@@ -91,7 +92,8 @@ def compute(sel: report.Selection) -> dict:
     verdict = verdict_text.verdict(boot, null, fit, model=sel.model, protocol=sel.protocol, seeds=sel.seeds,
                                    reading=verdict_text.reading_text(reading), experiment=sel.is_experiment,
                                    planned_seeds=report.PLANNED_SEEDS if sel.is_experiment else None,
-                                   readings=readings)
+                                   readings=readings, comparisons=comparisons, single=single,
+                                   dynamics=dynamics)
     shape = mechanism.layer_shape(sel)
     out = {
         "runs": runs,

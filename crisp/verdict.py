@@ -236,7 +236,7 @@ def _tested(table: pd.DataFrame, kind: str, alpha: float) -> str:
 def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: str, seeds: list,
             reading: str, experiment: bool = True, alpha: float = 0.05, planned_seeds: int | None = None,
             readings: pd.DataFrame | None = None, comparisons: dict | None = None,
-            single: pd.DataFrame | None = None) -> str:
+            single: pd.DataFrame | None = None, dynamics: pd.DataFrame | None = None) -> str:
     """The verdict as Markdown: the plain sentence, the scope once, then one bullet per finding.
 
     Parameters
@@ -261,6 +261,8 @@ def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: 
         split -> :func:`crisp.report.comparison` (paired t over seeds, sentences fixed): the "on these sentences" bullet.
     single : DataFrame, optional
         :func:`crisp.report.single_run_table` rows: the claims bullet (:func:`claims`).
+    dynamics : DataFrame, optional
+        :func:`crisp.mechanism.dynamics_differences`: dev loss and dev accuracy named separately (else ``fit`` only).
     """
     n = len(seeds)
     text = [plain_sentence(boot, model), ""]
@@ -308,7 +310,19 @@ def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: 
                     f"{_pts(null['baseline_sd'], False)} points); the paper's correlation of target sparsity with "
                     f"accuracy, r = {null['paper_pearson_r']:.2f} over its {null['paper_n']} runs, has p = "
                     f"{null['paper_pearson_p']:.3f}.")
-    if fit:
+    if dynamics is not None and len(dynamics):
+        def ci(r, scale, unit):
+            return f"{scale * r.mean_diff:+.3f} [{scale * r.ci_low:+.3f}, {scale * r.ci_high:+.3f}]{unit}"
+        per = []
+        for config, g in dynamics.groupby("config", sort=False):
+            m = g.set_index("measure")
+            per.append(f"{config} dev loss {ci(m.loc['dev_loss'], 1, ' nats')}, dev accuracy "
+                       f"{ci(m.loc['dev_accuracy'], 100, ' points')}, training loss {ci(m.loc['train_loss'], 1, ' nats')}"
+                       f": {g['answer'].iloc[0]}")
+        text.append("- **Loss and accuracy, each on its own** (sparse minus dense, paired 95% t intervals over seeds of "
+                    "the final-epoch training loss and the dev loss and accuracy; the answer by the rule of "
+                    "crisp.mechanism.fit_answer): " + "; ".join(per) + ".")
+    elif fit:
         groups = {}
         for config, answer in fit.items():
             groups.setdefault(answer, []).append(config)

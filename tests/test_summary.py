@@ -29,7 +29,7 @@ def test_written_summary_holds_the_statistics_and_checks(tmp_path):
     assert len(stored["runs"]) == 12 and set(stored["runs"].seed) == {0, 1, 2}
     assert stored["comparison_test"].empty  # the fake runs have no test predictions
     assert stored["facts"]["seeds"] == [0, 1, 2] and stored["facts"]["label"] == sel.label
-    assert stored["verdict"].startswith("Scope: minilm, protocol full, 3 seeds per configuration.")
+    assert "Scope: minilm, protocol full, 3 seeds per configuration" in stored["verdict"]
     assert "2 of the 5 planned" not in stored["verdict"] and "3 of the 5 planned seeds" in stored["verdict"]
     boot = stored["bootstrap"].set_index("config")
     assert boot.loc["aggressive_sparse", "mean_diff"] == pytest.approx(9 / 50) and (boot["split"] == "dev").all()
