@@ -4,7 +4,8 @@ Each entry of :data:`ARCHITECTURES` builds a tiny random model (seconds on CPU) 
 :func:`check` runs one property, :func:`table` all of them (the book's appendix shows that table,
 computed at build; ``tests/test_architectures.py`` runs the same checks one by one):
 
-``enable``      ``crisp.enable`` finds the attention layers and switches the implementation;
+``enable``      ``crisp.enable`` finds the attention layers and switches the implementation (or, for a
+                module that computes attention itself, binds its adapter: :mod:`crisp.adapters`);
 ``sparsity``    realized sparsity of an evaluation forward at target 0.5 is within 0.1 of it;
 ``dense``       at sparsity 0 the outputs on real tokens equal eager attention (atol 1e-5);
 ``causal``      decoders: changing a later token leaves every earlier output unchanged (s = 0.5);
@@ -22,8 +23,9 @@ import tempfile
 import torch
 import transformers as tf
 
+from . import adapters
 from .configs import CrispConfig
-from .integration import attention_modules, disable, enable, from_pretrained
+from .integration import attention_modules, disable, enable, dispatches, from_pretrained
 
 CHECKS = ("enable", "sparsity", "dense", "causal", "generate", "disable", "reload")
 _SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=99,
@@ -40,7 +42,8 @@ def _bart():
 
 # name: (builder, kind) with kind "encoder", "decoder" (causal LM), "seq2seq" or "vision". Between
 # them they exercise padding masks, GQA (Llama, Qwen2, Mistral), sliding windows (Mistral, Gemma2,
-# ModernBERT's local layers), softcapping (Gemma2), position_bias (T5) and shared layers (ALBERT).
+# ModernBERT's local layers), softcapping (Gemma2), position_bias (T5), shared layers (ALBERT) and an
+# adapter (MPNet).
 ARCHITECTURES = {
     "bert": (lambda: tf.BertModel(tf.BertConfig(**_SMALL)), "encoder"),
     "distilbert": (lambda: tf.DistilBertModel(tf.DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=4,
@@ -52,6 +55,9 @@ ARCHITECTURES = {
         vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, pad_token_id=0,
         bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, local_attention=4)), "encoder"),
     "albert": (lambda: tf.AlbertModel(tf.AlbertConfig(**_SMALL, embedding_size=16)), "encoder"),
+    # MPNet computes its attention itself (scores + relative position bias): reached through its adapter.
+    # MPNetEncoder.compute_position_bias always uses 32 buckets, so the config must have 32 too.
+    "mpnet": (lambda: tf.MPNetModel(tf.MPNetConfig(**_SMALL, relative_attention_num_buckets=32)), "encoder"),
     "vit": (lambda: tf.ViTModel(tf.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                              intermediate_size=64, image_size=32, patch_size=8)), "vision"),
     "gpt2": (lambda: tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64,
@@ -113,6 +119,14 @@ def _real(name, batch, out):
     return out
 
 
+def crisp_on(model) -> bool:
+    """Does every attention layer run Crisp: dispatched ones through the ``"crisp"`` implementation,
+    the others through their adapter?"""
+    layers = attention_modules(model)
+    return bool(layers) and all(
+        model.config._attn_implementation == "crisp" if dispatches(type(m)) else adapters.attached(m) for m in layers)
+
+
 def check(name: str, prop: str, device="cpu") -> bool | None:
     """Run check ``prop`` (one of :data:`CHECKS`) on architecture ``name``; None if it does not apply."""
     kind = ARCHITECTURES[name][1]
@@ -120,7 +134,7 @@ def check(name: str, prop: str, device="cpu") -> bool | None:
     sparse = CrispConfig("half", 0.5)
     if prop == "enable":
         state = enable(model, sparse)
-        return state.n_layers > 0 and model.config._attn_implementation == "crisp"
+        return state.n_layers > 0 and crisp_on(model)
     if prop == "sparsity":
         state = enable(model, sparse)
         state.record_eval = True
@@ -157,7 +171,8 @@ def check(name: str, prop: str, device="cpu") -> bool | None:
         enable(model, sparse)
         changed = not torch.allclose(_real(name, batch, _out(model, batch)), _real(name, batch, before))
         disable(model)
-        return changed and model.config._attn_implementation == impl and torch.equal(_out(model, batch), before)
+        restored = model.config._attn_implementation == impl and not any(map(adapters.attached, model.modules()))
+        return changed and restored and torch.equal(_out(model, batch), before)
     if prop == "reload":
         batch = inputs(name, device)
         n = len(attention_modules(model))  # ALBERT shares one module across its layers: 1
@@ -173,7 +188,7 @@ def check(name: str, prop: str, device="cpu") -> bool | None:
         finally:
             if bars:
                 tf.utils.logging.enable_progress_bar()
-        same = loaded.crisp_state.config == config and loaded.config._attn_implementation == "crisp"
+        same = loaded.crisp_state.config == config and crisp_on(loaded)
         return same and bool(torch.allclose(_out(loaded, batch), before, atol=1e-6, rtol=0))
     raise ValueError(f"unknown check {prop!r}; choose one of {', '.join(CHECKS)}")
 

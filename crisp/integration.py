@@ -10,8 +10,9 @@ Which modules count is decided by how attention is dispatched: a module whose ``
 attention function up in transformers' ``ALL_ATTENTION_FUNCTIONS`` (BERT, DistilBERT, RoBERTa,
 ELECTRA, ALBERT, ViT, GPT-2, Llama, Qwen2, Mistral, BART, ...). Encoder-decoder cross-attention
 (a module flagged ``is_cross_attention`` or named ``*cross*``/``encoder_attn``/``EncDecAttention``)
-stays dense unless ``CrispConfig(cross_attention=True)``. A model that computes attention itself
-(DeBERTa-v2) is refused with an error saying so.
+stays dense unless ``CrispConfig(cross_attention=True)``. Modules that compute attention themselves
+are reached through an adapter registered for their class (:mod:`crisp.adapters`: MPNet); a model
+whose attention has neither (DeBERTa-v2) is refused with an error saying so.
 
 Relies on transformers 5 APIs present in 5.17-5.24: ``AttentionInterface.register``,
 ``AttentionMaskInterface.register``, ``masking_utils.sdpa_mask`` (``allow_is_causal_skip``),
@@ -29,6 +30,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from . import adapters
 from .attention import key_mask_of, masked_softmax
 from .configs import CrispConfig
 from .state import CrispState
@@ -172,12 +174,13 @@ def _is_cross(name: str, module, parent) -> bool:
 
 
 def attention_modules(model: torch.nn.Module, cross_attention: bool = False) -> list[torch.nn.Module]:
-    """The modules that dispatch through ``AttentionInterface``, in ``model.modules()`` order
-    (the layer order of Crisp's per-layer ratios); cross-attention only when ``cross_attention``."""
+    """The modules Crisp reaches: those that dispatch through ``AttentionInterface`` and those with an
+    adapter (:mod:`crisp.adapters`), in ``model.modules()`` order (the layer order of Crisp's per-layer
+    ratios); cross-attention only when ``cross_attention``."""
     named = dict(model.named_modules())
     out = []
     for name, module in named.items():
-        if not dispatches(type(module)):
+        if not dispatches(type(module)) and adapters.adapter_for(module) is None:
             continue
         parent = named.get(name.rpartition(".")[0]) if name else None
         if cross_attention or not _is_cross(name, module, parent):
@@ -201,7 +204,8 @@ def _refuse(model) -> None:
     if own:
         raise ValueError(
             f"{type(model).__name__} computes attention itself ({', '.join(own)}) instead of through transformers' "
-            f"AttentionInterface, so crisp.enable cannot reach its attention probabilities"
+            f"AttentionInterface, so crisp.enable cannot reach its attention probabilities (crisp.adapters covers "
+            f"{', '.join(sorted(c.__name__ for c in adapters.ADAPTERS))} only)"
         )
     raise ValueError(f"{type(model).__name__} has no attention modules that go through transformers' AttentionInterface")
 
@@ -244,19 +248,24 @@ def enable(model: torch.nn.Module, config: CrispConfig | None = None) -> CrispSt
         state.controller.load_state_dict(saved["controller"])
     register()
     configs = _module_configs(model)
+    dispatched = [m for m in layers if dispatches(type(m))]  # the others run an adapter (crisp.adapters)
     if getattr(model, "crisp_state", None) is None:
-        model._crisp_previous = (model.config._attn_implementation, [(c, c._attn_implementation) for c in configs])
+        previous = model.config._attn_implementation if dispatched else None  # None: the switch is not used
+        model._crisp_previous = (previous, [(c, c._attn_implementation) for c in configs])
     _detach(model)
-    model.set_attn_implementation(NAME)
+    if dispatched:
+        model.set_attn_implementation(NAME)
     for cfg in configs:  # modules holding a copy of the config (T5's stacks in transformers 5.17) miss the switch
         if cfg._attn_implementation != NAME:
             cfg._attn_implementation = NAME
-    missed = sorted({type(m).__name__ for m in layers if getattr(m.config, "_attn_implementation", NAME) != NAME})
+    missed = sorted({type(m).__name__ for m in dispatched if getattr(m.config, "_attn_implementation", NAME) != NAME})
     if missed:  # never leave Crisp silently off
         raise RuntimeError(f"{', '.join(missed)} still dispatch to another attention implementation after the switch")
     for index, module in enumerate(layers):
         module.crisp_layer = index
         module.crisp_state = state
+        if module not in dispatched:
+            adapters.attach(module)
 
     def before_forward(mod, args):
         if mod.training and state.controller.adaptive:  # uniform ratios never change
@@ -293,6 +302,7 @@ def _detach(model) -> None:
         for attr in ("crisp_state", "crisp_layer"):
             if attr in module.__dict__:
                 delattr(module, attr)
+        adapters.detach(module)
 
 
 def disable(model: torch.nn.Module) -> CrispState:
@@ -305,7 +315,8 @@ def disable(model: torch.nn.Module) -> CrispState:
         raise ValueError(f"{type(model).__name__} has no Crisp attention enabled")
     _detach(model)
     previous, configs = model.__dict__.pop("_crisp_previous")
-    model.set_attn_implementation(previous)
+    if previous is not None:  # None: only adapters were in use, the implementation was never switched
+        model.set_attn_implementation(previous)
     for cfg, impl in configs:
         if cfg._attn_implementation != impl:
             cfg._attn_implementation = impl
