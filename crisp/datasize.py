@@ -190,11 +190,130 @@ def _answer(diffs, change, alpha, split, min_seeds) -> str:
         return (f"Yes for {', '.join(both)}: it beats the dense baseline at {n_small} sentences and gains more "
                 f"there than at {n_large} (Holm, {100 * alpha:.0f}%); {span}.")
     if beats:
-        return (f"No: {', '.join(beats)} beat{'s' if len(beats) == 1 else ''} the baseline at {n_small} "
+        return (f"Not detected: {', '.join(beats)} beat{'s' if len(beats) == 1 else ''} the baseline at {n_small} "
                 f"sentences, but the gain is not significantly larger than at {n_large}; {span}.")
     if grows:
-        return (f"No: no sparse configuration beats the dense baseline at {n_small} sentences, although "
+        return (f"Not detected: no sparse configuration beats the dense baseline at {n_small} sentences, although "
                 f"{', '.join(grows)} do{'es' if len(grows) == 1 else ''} significantly better against it there than at "
                 f"{n_large}; {span}.")
-    return (f"No: no sparse configuration beats the dense baseline at the smallest size, and none gains "
+    return (f"Not detected: no sparse configuration beats the dense baseline at the smallest size, and none gains "
             f"significantly more there than at the largest; {span}.")
+
+
+# ---------------------------------------------------------------- a trend over every size
+
+def joint_gains(arrays, B: int = report.BOOT_B, seed: int = report.BOOT_SEED) -> np.ndarray:
+    """Bootstrap replicates of every sparse configuration's gain over baseline at every size, jointly.
+
+    ``arrays``: one ``(C, S_k, N)`` correctness array per size (:func:`crisp.report.correctness`, baseline first),
+    all scored on the same N sentences. Each replicate draws the sentences once for all sizes (they share the dev or
+    test sentences) and each size's seeds on their own (different runs), as :func:`joint_change` does for two
+    sizes. Returns ``(B, K, C - 1)``.
+    """
+    xs = [np.asarray(a, dtype=float) for a in arrays]
+    if len({(x.shape[0], x.shape[2]) for x in xs}) != 1:
+        raise ValueError(f"every size needs the same configurations and sentences, got {[x.shape for x in xs]}")
+    rng = np.random.default_rng(seed)
+    n = xs[0].shape[2]
+    out = []
+    for start in range(0, B, 1000):
+        k = min(1000, B - start)
+        w = rng.multinomial(n, np.full(n, 1 / n), size=k).T  # (N, k): one sentence draw for every size
+        gains = []
+        for x in xs:
+            s = x.shape[1]
+            v = rng.multinomial(s, np.full(s, 1 / s), size=k)  # (k, S): this size's own seed draw
+            acc = np.einsum("csk,ks->kc", x @ w, v) / (s * n)  # (k, C)
+            gains.append(acc[:, 1:] - acc[:, :1])
+        out.append(np.stack(gains, axis=1))
+    return np.concatenate(out)
+
+
+def slope_weights(sizes) -> np.ndarray:
+    """Least-squares weights ``w`` with ``slope = w @ y`` for ``y`` regressed on ``log10(sizes)`` (per tenfold)."""
+    x = np.log10(np.asarray(sizes, dtype=float))
+    if len(x) < 2 or np.ptp(x) == 0:
+        raise ValueError(f"a slope needs at least two different sizes, got {sizes}")
+    return (x - x.mean()) / np.sum((x - x.mean()) ** 2)
+
+
+TREND_COLUMNS = ["split", "config", "sizes", "min_seeds", "slope", "se", "ci_low", "ci_high", "p", "p_holm", "mdd"]
+
+
+def size_trend(sw: dict, splits=("dev", "test"), B: int = report.BOOT_B, seed: int = report.BOOT_SEED,
+               alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+    """The paired difference (sparse minus baseline) regressed on log10 training size over every size of ``sw``
+    (the sweep and ``full``), per configuration and split: ``slope`` (fraction of accuracy per tenfold more
+    sentences; positive: sparsity does relatively better with more data), its bootstrap standard error and 95%
+    percentile interval and two-sided p from :func:`joint_gains` (the same resampling as the main result), Holm
+    over the configurations of a split, and ``mdd``: the slope detected with ``power`` at Holm's strictest level
+    (:func:`crisp.bootstrap.detectable`). The sizes also differ in epochs and optimizer steps
+    (:func:`schedule`): a slope mixes data size with training length. Empty with fewer than two sizes.
+    """
+    protocols = list(sw)
+    if len(protocols) < 2:
+        return pd.DataFrame(columns=TREND_COLUMNS)
+    sizes = [train_size(sw[p]["sel"]) for p in protocols]
+    w = slope_weights(sizes)
+    rows = []
+    for split in splits:
+        try:
+            found = [report.correctness(sw[p]["sel"], split) for p in protocols]
+        except ValueError:
+            continue  # no predictions on this split
+        configs = found[0][0]
+        if any(f[0] != configs for f in found):
+            raise ValueError(f"the sizes have different configurations: {[f[0] for f in found]}")
+        arrays = [f[2] for f in found]
+        draws = np.einsum("bkc,k->bc", joint_gains(arrays, B=B, seed=seed), w)
+        observed = np.array([[a[i].mean() - a[0].mean() for i in range(1, len(configs))] for a in arrays])  # (K, C-1)
+        for i, config in enumerate(configs[1:]):
+            lo, hi = bootstrap.percentile_ci(draws[:, i])
+            se = float(draws[:, i].std(ddof=1))
+            rows.append(dict(split=split, config=config, sizes=", ".join(f"{s:,}" for s in sizes),
+                             min_seeds=min(len(f[1]) for f in found), slope=float(w @ observed[:, i]), se=se,
+                             ci_low=lo, ci_high=hi, p=bootstrap.p_two_sided(draws[:, i]),
+                             mdd=bootstrap.detectable(se, alpha, power, len(configs) - 1, sided=2)))
+    out = pd.DataFrame(rows, columns=[c for c in TREND_COLUMNS if c != "p_holm"])
+    out["p_holm"] = out.groupby("split")["p"].transform(lambda p: holm(p.to_numpy())) if len(out) else []
+    return out[TREND_COLUMNS]
+
+
+def schedule(sw: dict) -> pd.DataFrame:
+    """Per size: ``protocol, train_size, epochs, optimizer_steps`` as the runs' ``metrics.json`` recorded them."""
+    rows = []
+    for p, v in sw.items():
+        m = v["sel"].metrics
+        rows.append(dict(protocol=p, train_size=train_size(v["sel"]),
+                         epochs=float(m["epochs"].iloc[0]) if "epochs" in m else float("nan"),
+                         optimizer_steps=float(m["optimizer_steps"].iloc[0]) if "optimizer_steps" in m else float("nan")))
+    return pd.DataFrame(rows)
+
+
+def trend_answer(tr: pd.DataFrame, sched: pd.DataFrame | None = None, split: str = "dev", alpha: float = 0.05) -> str:
+    """The chapter's answer from :func:`size_trend` on ``split``: "Detected" for the configurations whose slope has
+    Holm p below ``alpha`` (saying in which direction), else "Not detected", always with the slopes, the smallest
+    slope the design detects (80% power) and, with ``sched``, the epochs and steps the sizes also differ in."""
+    t = tr[tr["split"] == split] if len(tr) else tr
+    if not len(t):
+        return f"Not answerable on {split}: fewer than two sizes with a paired grid."
+    if t["min_seeds"].min() < 2:
+        return f"Not answerable yet on {split}: a size has one seed, so an interval counts the sentences only."
+    slopes = "; ".join(f"{r.config} {100 * r.slope:+.2f} [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}] (Holm p = "
+                       f"{r.p_holm:.2g})" for r in t.itertuples())
+    what = (f"the sparse-minus-dense difference, regressed on log10 training size over {t['sizes'].iloc[0]} sentences, "
+            f"changes per tenfold more data by {slopes} points")
+    power = (f"the design could detect changes of at least {100 * t['mdd'].min():.2f} to {100 * t['mdd'].max():.2f} "
+             "points per tenfold (80% power, Holm's strictest level)")
+    sig = t[t["p_holm"] < alpha]
+    if len(sig):
+        dirs = "; ".join(f"{r.config} does relatively {'better' if r.slope > 0 else 'worse'} with more data"
+                         for r in sig.itertuples())
+        text = f"Detected on {split}: {dirs}. In detail, {what}; {power}."
+    else:
+        text = f"Not detected on {split}: {what}; {power}."
+    if sched is not None and len(sched) and sched[["epochs", "optimizer_steps"]].notna().all().all():
+        text += (" The sizes also differ in training length (epochs " + ", ".join(f"{e:g}" for e in sched.epochs)
+                 + "; optimizer steps " + ", ".join(f"{s:,.0f}" for s in sched.optimizer_steps)
+                 + "), so a trend mixes data size with schedule.")
+    return text

@@ -10,12 +10,15 @@ from test_report import fake_run
 
 
 TRAIN_SIZES = {"n500": 500, "n2000": 2000, "n8000": 8000, "full": 67349}
+SCHEDULES = {"n500": (40, 320), "n2000": (10, 320), "n8000": (5, 625), "full": (3, 3159)}  # epochs, optimizer steps
 
 
 def sized_run(root, protocol, config, seed, correct):
     """A fake run that also records how many sentences it trained on, as a real run's metrics.json does."""
     folder = fake_run(root, "minilm", protocol, config, seed, correct)
-    metrics = results.read_json(folder / "metrics.json") | {"train_size": TRAIN_SIZES[protocol]}
+    epochs, steps = SCHEDULES[protocol]
+    metrics = results.read_json(folder / "metrics.json") | {"train_size": TRAIN_SIZES[protocol], "epochs": epochs,
+                                                             "optimizer_steps": steps}
     results.write_json(folder / "metrics.json", metrics)
     return folder
 
@@ -103,11 +106,11 @@ def _answer_inputs(beats, grows, seeds=5):
 
 def test_answer_follows_the_stated_rule():
     assert datasize.answer(*_answer_inputs({"light_sparse"}, {"light_sparse"})).startswith("Yes for light_sparse:")
-    assert datasize.answer(*_answer_inputs({"light_sparse"}, set())).startswith("No: light_sparse beats the baseline")
+    assert datasize.answer(*_answer_inputs({"light_sparse"}, set())).startswith("Not detected: light_sparse beats the baseline")
     grows_only = datasize.answer(*_answer_inputs(set(), {"aggressive_sparse"}))
-    assert grows_only.startswith("No: no sparse configuration beats") and "although aggressive_sparse does" in grows_only
+    assert grows_only.startswith("Not detected: no sparse configuration beats") and "although aggressive_sparse does" in grows_only
     neither = datasize.answer(*_answer_inputs(set(), set()))
-    assert neither.startswith("No: no sparse configuration beats") and "-1.00 to -1.00 points on dev" in neither
+    assert neither.startswith("Not detected: no sparse configuration beats") and "-1.00 to -1.00 points on dev" in neither
     assert "5 paired seed(s) at n500, 5 at n8000" in neither
     assert datasize.answer(*_answer_inputs({"light_sparse"}, {"light_sparse"}, seeds=1)).startswith(
         "Not answerable yet on dev (1 paired seed(s)")
@@ -123,3 +126,43 @@ def test_a_grid_whose_runs_disagree_on_the_training_size_is_refused(tmp_path):
         sized_run(tmp_path / "runs", "n500", config, 1, 30)
     with pytest.raises(ValueError, match="different numbers of sentences"):
         datasize.train_size(report.select(tmp_path / "runs", protocol="n500"))
+
+
+def test_slope_weights_and_the_shared_sentence_draw_known_answers():
+    sizes_ = [500, 2000, 8000, 67349]
+    y = 0.3 - 0.02 * np.log10(sizes_)  # exactly linear in log10 size: the slope per tenfold is -0.02
+    assert datasize.slope_weights(sizes_) @ y == pytest.approx(-0.02)
+    assert datasize.slope_weights(sizes_) @ np.ones(4) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="two different sizes"):
+        datasize.slope_weights([500, 500])
+    rng = np.random.default_rng(0)
+    same = rng.random((4, 1, 40)) < 0.8  # the same gain pattern at every size, one run each: every slope draw is 0
+    draws = datasize.joint_gains([same, same, same], B=300)
+    assert draws.shape == (300, 3, 3) and np.allclose(np.einsum("bkc,k->bc", draws, datasize.slope_weights([1, 10, 100])), 0)
+    a = np.zeros((2, 2, 50), bool)
+    b = a.copy()
+    b[1, :, :10] = True  # 10 of 50 more right at the second size only: gains 0 and 0.2 in every draw on average
+    g = datasize.joint_gains([a, b], B=2000)
+    assert g[:, 0].mean() == 0 and g[:, 1].mean() == pytest.approx(0.2, abs=0.01)
+    with pytest.raises(ValueError, match="same configurations and sentences"):
+        datasize.joint_gains([a, b[:, :, :40]])
+
+
+def test_size_trend_regresses_on_every_size_and_says_not_detected(tmp_path):
+    sizes(tmp_path / "runs", {"n500": 6, "n2000": 3, "n8000": 1, "full": 0})
+    summarise(tmp_path, ["n500", "n2000", "n8000", "full"])
+    sw = datasize.sweep(tmp_path / "runs", summaries=tmp_path / "summary")
+    tr = datasize.size_trend(sw, B=500)
+    diffs = datasize.differences(sw)
+    for r in tr.itertuples():  # the slope is the least-squares slope of the observed paired differences
+        d = diffs[(diffs.split == r.split) & (diffs.config == r.config)].sort_values("train_size")
+        assert r.slope == pytest.approx(np.polyfit(np.log10(d.train_size), d.mean_diff, 1)[0])
+        assert r.ci_low <= r.slope <= r.ci_high and r.mdd > 0
+    assert set(tr.sizes) == {"500, 2,000, 8,000, 67,349"} and (tr.p_holm >= tr.p).all()
+    sched = datasize.schedule(sw)
+    text = datasize.trend_answer(tr, sched)  # 6, 3, 1, 0 sentences of 50 more right: a real downward trend
+    assert text.startswith("Detected on dev: uniform_sparse does relatively worse with more data")
+    assert "(epochs 40, 10, 5, 3; optimizer steps 320, 320, 625, 3,159)" in text and "mixes data size with schedule" in text
+    flat = datasize.trend_answer(tr.assign(p_holm=0.5), sched)
+    assert flat.startswith("Not detected on dev: the sparse-minus-dense difference, regressed on log10 training size")
+    assert "the design could detect changes of at least" in flat
