@@ -33,7 +33,8 @@ PROTOCOL_TEXT = {
        for n, e in ((500, 40), (2000, 10), (8000, 5))},
 }
 MODEL_TEXT = {
-    "minilm": "all-MiniLM-L6-v2 (6 layers x 12 heads, hidden 384), not the paper's DistilBERT",
+    "minilm": "all-MiniLM-L6-v2 (6 layers x 12 heads, hidden 384), a sentence-embedding model (MiniLM contrastively "
+              "fine-tuned on sentence pairs by sentence-transformers), not the paper's DistilBERT, a plain masked-LM encoder",
     "distilbert-base-uncased": "distilbert-base-uncased, the paper's model",
 }
 
@@ -94,6 +95,15 @@ class Selection:
         """Runs of this model and protocol with a departure from a paper configuration."""
         m = self._mine(self.all_metrics)
         return m[~m["config"].isin(CONFIGS)].reset_index(drop=True)
+
+    @cached_property
+    def regularizers(self) -> pd.DataFrame:
+        """Finished runs of the standard-regularizer configurations (``crisp.train.REGULARIZERS``: dense attention,
+        one knob changed) of this model, protocol and hardware; they pair with :attr:`metrics` by seed."""
+        from .train import REGULARIZERS
+
+        m = self._mine(self.all_metrics)
+        return m[m["config"].isin(REGULARIZERS)].sort_values(["config", "seed"]).reset_index(drop=True)
 
     def _mine(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Rows of this model, protocol and hardware, with the precision suffix taken off the config label

@@ -18,6 +18,11 @@ and writes one folder per model and protocol::
         dynamics.csv         paired differences in final training loss/accuracy, dev loss/accuracy, train-dev gap,
                              and the answer "regularization or underfitting?" per configuration
         layer_shape.csv      per configuration and layer: final target ratio and realized dev sparsity
+        calibration_runs.csv per run (the four configurations and any standard-regularizer runs): accuracy, NLL,
+                             Brier, ECE on dev and test, the temperature fitted on dev, test after it
+        calibration.csv      each configuration minus baseline (and each sparse one minus each regularizer) in
+                             those metrics, raw and temperature-scaled: paired t over seeds and the two-level
+                             bootstrap, Holm (crisp.calibration_tables)
         verdict.md           the verdict generated from these numbers (crisp.verdict): a plain sentence, the
                              scope once, bullets (both tests, the claims with their own noise, power, fit)
         summary.json         label, seeds, detectable differences, single-run probabilities with no true
@@ -42,11 +47,11 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from . import mechanism, report, results, stats
+from . import calibration_tables, mechanism, report, results, stats
 from . import verdict as verdict_text
 
 TABLES = ("runs", "main_table", "comparison_dev", "comparison_test", "correlation", "bootstrap", "single_run",
-          "single_run_pairs", "entropy_heads", "dynamics", "layer_shape")
+          "single_run_pairs", "entropy_heads", "dynamics", "layer_shape", "calibration_runs", "calibration")
 
 
 class StaleSummaryError(ValueError):
@@ -95,6 +100,7 @@ def compute(sel: report.Selection) -> dict:
                                    readings=readings, comparisons=comparisons, single=single,
                                    dynamics=dynamics)
     shape = mechanism.layer_shape(sel)
+    calibration_runs = calibration_tables.run_scores(sel)
     out = {
         "runs": runs,
         "main_table": report.main_table(sel),
@@ -107,6 +113,8 @@ def compute(sel: report.Selection) -> dict:
         "entropy_heads": mechanism.entropy_differences(sel),
         "dynamics": dynamics,
         "layer_shape": shape,
+        "calibration_runs": calibration_runs,
+        "calibration": calibration_tables.differences(sel, calibration_runs),
         "verdict": verdict,
         "facts": {
             "model": sel.model, "protocol": sel.protocol, "label": sel.label, "n_seeds": sel.n_seeds,
@@ -118,6 +126,7 @@ def compute(sel: report.Selection) -> dict:
             "readings_used": readings is not None,
             "layer_shape": mechanism.describe_layers(shape),
             "pending_runs": [f"{r.config} seed {r.seed}" for r in sel.pending.itertuples()],
+            "regularizer_runs": [f"{r.config} seed {r.seed}" for r in sel.regularizers.itertuples()],
         },
     }
     return out
@@ -221,7 +230,7 @@ def check(sel: report.Selection, root=None) -> dict:
                                     f"(re-run `crisp summary`): {str(err).splitlines()[0]}") from None
     if stored["verdict"] != fresh["verdict"]:
         raise StaleSummaryError(f"{where / 'verdict.md'} does not match the runs it summarises (re-run `crisp summary`)")
-    for key in ("label", "seeds", "n_runs", "pending_runs", "single_run_null", "method_reading", "readings_used"):
+    for key in ("label", "seeds", "n_runs", "pending_runs", "regularizer_runs", "single_run_null", "method_reading", "readings_used"):
         if not _same(stored["facts"].get(key), fresh["facts"][key]):
             raise StaleSummaryError(f"{where / 'summary.json'}: {key} is {stored['facts'].get(key)!r}, the runs give "
                                     f"{fresh['facts'][key]!r} (re-run `crisp summary`)")
