@@ -27,6 +27,9 @@ CONFIG_COLORS = {
     "uniform_sparse": "#0173b2",
     "aggressive_sparse": "#d55e00",
 }
+# The standard regularizers compared with Crisp (crisp.train.REGULARIZERS), after the four in every order.
+REGULARIZER_ORDER = ("attn_dropout", "label_smoothing")
+CONFIG_COLORS.update({"attn_dropout": "#ca9161", "label_smoothing": "#56b4e9"})
 OTHER_COLOR = "#949494"  # anything that is not one of the four (a variant, a reading)
 PAPER_COLOR = "#cc78bc"  # the paper's own numbers (one run each), always drawn as stars
 PAPER_MARKER = dict(marker="*", s=170, color=PAPER_COLOR, edgecolor="black", linewidth=0.5, zorder=5)
@@ -37,7 +40,8 @@ _NUMBER = re.compile(r"^\s*[-+−]?(\d|\.\d|nan|inf)", re.I)
 def order(configs) -> list[str]:
     """The configurations present, in the book's order (unknown names after the four, alphabetically)."""
     present = list(dict.fromkeys(configs))
-    return [c for c in CONFIG_ORDER if c in present] + sorted(c for c in present if c not in CONFIG_ORDER)
+    known = CONFIG_ORDER + REGULARIZER_ORDER
+    return [c for c in known if c in present] + sorted(c for c in present if c not in known)
 
 
 def palette(configs=CONFIG_ORDER) -> dict[str, str]:
@@ -226,7 +230,7 @@ def chapter(model: str | None = None, protocol: str | None = None, hardware: str
 
     (The "IProgress not found" warning comes from ``import crisp`` itself, through huggingface_hub's tqdm, so a
     chapter filters it before its imports.) Returns ``report.select(...)`` (the reported grid, or the one asked for) and glues its ``label``,
-    which each chapter shows in a note; ``runs=False`` (a chapter that reads no runs) returns None.
+    and the one-line :func:`short_label` each chapter shows in a note (with a link to the full one); ``runs=False`` (a chapter that reads no runs) returns None.
     """
     import seaborn as sns
 
@@ -238,8 +242,18 @@ def chapter(model: str | None = None, protocol: str | None = None, hardware: str
         return None
     sel = report.select(model=model, protocol=protocol, hardware=hardware)
     glue_text("label", sel.label.replace("`", ""))  # glued text is shown as is: no code marks
+    glue_text("label_short", short_label(sel))  # the one-line note of every chapter
     print(sel.label)
     return sel
+
+
+def short_label(sel) -> str:
+    """One line naming the runs a page reports: ``minilm, protocol full, 5 paired seeds, 20 runs, cpu-fp32`` (plus
+    "provisional" or "smoke" where the label says so); the full sentence is ``sel.label``."""
+    text = f"{sel.model}, protocol {sel.protocol}, {sel.n_seeds} paired seeds, {len(sel.metrics)} runs, {sel.hardware}"
+    if not sel.is_experiment:
+        return text + " (smoke runs: no conclusion)"
+    return text if sel.is_complete else text + " (unfinished grid: provisional)"
 
 
 def by_order(frame: pd.DataFrame, column: str = "config") -> pd.DataFrame:

@@ -287,7 +287,7 @@ def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: 
         text.append(f"- **How large a true gain is still possible** (upper ends of the 95% intervals on new "
                     f"sentences): at most {most} points.")
         rejected = c[c["claim"] == "rejected"]
-        noisy = "; ".join(f"{s}: " + ", ".join(f"{r.config} {_pts(r.claimed_gain)} ({100 * r.p_as_large:.0f}%, "
+        noisy = "; ".join(f"{s}: " + ", ".join(f"{r.config} {_pts(r.claimed_gain)} ({_pct(r.p_as_large)}, "
                                                f"Holm p = {_p(r.p_noisy_holm)})" for r in g.itertuples())
                           for s, g in c.groupby("split", sort=False))
         outcome = ("rejected for " + _names([f"{r.config} on {r.split}" for r in rejected.itertuples()])
@@ -350,6 +350,10 @@ def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: 
 def _span(values, sign: bool = True) -> str:
     lo, hi = min(values), max(values)
     return f"{_pts(lo, sign)}" if abs(hi - lo) < 5e-5 else f"{_pts(lo, sign)} to {_pts(hi, sign)}"
+
+
+def _pct(x: float) -> str:
+    return "<1%" if x < 0.005 else f"{100 * x:.0f}%"
 
 
 def _span_pct(values) -> str:
