@@ -94,13 +94,14 @@ def compute(sel: report.Selection) -> dict:
     fit = dict(zip(dynamics["config"], dynamics["answer"]))
     reading = report.method_reading(sel)
     readings = readings_table(sel)
+    calibration_runs = calibration_tables.run_scores(sel)
+    calibration = calibration_tables.differences(sel, calibration_runs)
     verdict = verdict_text.verdict(boot, null, fit, model=sel.model, protocol=sel.protocol, seeds=sel.seeds,
                                    reading=verdict_text.reading_text(reading), experiment=sel.is_experiment,
                                    planned_seeds=report.PLANNED_SEEDS if sel.is_experiment else None,
                                    readings=readings, comparisons=comparisons, single=single,
-                                   dynamics=dynamics)
+                                   dynamics=dynamics, calibration=calibration)
     shape = mechanism.layer_shape(sel)
-    calibration_runs = calibration_tables.run_scores(sel)
     out = {
         "runs": runs,
         "main_table": report.main_table(sel),
@@ -114,7 +115,7 @@ def compute(sel: report.Selection) -> dict:
         "dynamics": dynamics,
         "layer_shape": shape,
         "calibration_runs": calibration_runs,
-        "calibration": calibration_tables.differences(sel, calibration_runs),
+        "calibration": calibration,
         "verdict": verdict,
         "facts": {
             "model": sel.model, "protocol": sel.protocol, "label": sel.label, "n_seeds": sel.n_seeds,

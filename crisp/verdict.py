@@ -233,10 +233,36 @@ def _tested(table: pd.DataFrame, kind: str, alpha: float) -> str:
     return "; ".join(parts)
 
 
+CALIBRATION_METRICS = {"nll": ("NLL", "nats"), "brier": ("Brier score", ""), "ece": ("ECE (15 equal-mass bins)", "")}
+
+
+def calibration_text(cal: pd.DataFrame, alpha: float = 0.05, scaling: str = "raw") -> str:
+    """Per split and metric of :data:`CALIBRATION_METRICS` (rows of ``calibration.csv`` with reference ``baseline``
+    and one of the paper's sparse configurations; the regularizer rows are another question): the range of the
+    mean differences and what each question's test shows (:func:`_word` on ``t_p_holm`` and ``boot_p_holm``)."""
+    from .configs import CONFIGS
+    c = cal[(cal["reference"] == "baseline") & (cal["scaling"] == scaling) & cal["config"].isin(CONFIGS)
+            & cal["metric"].isin(CALIBRATION_METRICS)]
+    parts = []
+    for (split, metric), g in c.groupby(["split", "metric"], sort=False):
+        name, unit = CALIBRATION_METRICS[metric]
+
+        def shows(col):
+            moved = [f"{r.config} {_word(getattr(r, col), r.mean_diff, alpha).split()[0]}" for r in g.itertuples()
+                     if getattr(r, col) < alpha]
+            return ", ".join(moved) if moved else "no difference detected"
+        lo, hi = g["mean_diff"].min(), g["mean_diff"].max()
+        span = f"{lo:+.3f}" if abs(hi - lo) < 5e-4 else f"{lo:+.3f} to {hi:+.3f}"
+        parts.append(f"{split} {name} {span}{(' ' + unit) if unit else ''} (on these sentences: {shows('t_p_holm')}; "
+                     f"on new sentences too: {shows('boot_p_holm')})")
+    return "; ".join(parts)
+
+
 def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: str, seeds: list,
             reading: str, experiment: bool = True, alpha: float = 0.05, planned_seeds: int | None = None,
             readings: pd.DataFrame | None = None, comparisons: dict | None = None,
-            single: pd.DataFrame | None = None, dynamics: pd.DataFrame | None = None) -> str:
+            single: pd.DataFrame | None = None, dynamics: pd.DataFrame | None = None,
+            calibration: pd.DataFrame | None = None) -> str:
     """The verdict as Markdown: the plain sentence, the scope once, then one bullet per finding.
 
     Parameters
@@ -263,6 +289,8 @@ def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: 
         :func:`crisp.report.single_run_table` rows: the claims bullet (:func:`claims`).
     dynamics : DataFrame, optional
         :func:`crisp.mechanism.dynamics_differences`: dev loss and dev accuracy named separately (else ``fit`` only).
+    calibration : DataFrame, optional
+        :func:`crisp.calibration_tables.differences`: the loss-and-calibration bullet (:func:`calibration_text`).
     """
     n = len(seeds)
     text = [plain_sentence(boot, model), ""]
@@ -329,6 +357,11 @@ def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: 
         said = "; ".join(f"{answer} for {_names(configs)}" for answer, configs in groups.items())
         text.append(f"- **Loss and accuracy** (paired 95% t intervals of final-epoch training loss and accuracy, dev "
                     f"loss and dev accuracy, each read on its own): {said}.")
+    if calibration is not None and len(calibration):
+        said = calibration_text(calibration, alpha)
+        if said:
+            text.append(f"- **Loss and calibration** (per-sentence probabilities; sparse minus dense, before "
+                        f"temperature scaling; both questions, Holm over the configurations): {said}.")
     if readings is not None:
         fact = readings_fact(readings)
         targets = " and ".join(f"{100 * t:.0f}%" for t in fact["targets"])

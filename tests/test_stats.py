@@ -578,3 +578,15 @@ def test_crossed_se_known_answers():
     assert bootstrap.crossed_se(np.zeros((3, 10))) == 0.0
     with pytest.raises(ValueError):
         bootstrap.crossed_se(np.zeros(10))
+
+
+def test_calibration_bullet_reads_both_tests_and_ignores_regularizers():
+    from crisp.verdict import calibration_text
+    rows = [dict(split="dev", scaling="raw", metric="nll", reference="baseline", config=c, mean_diff=d, t_p_holm=tp,
+                 boot_p_holm=bp) for c, d, tp, bp in [("uniform_sparse", -0.1, 0.001, 0.01), ("light_sparse", -0.08, 0.001, 0.2),
+                                                     ("aggressive_sparse", 0.01, 0.5, 0.9), ("label_smoothing", 0.3, 0.0, 0.0)]]
+    rows.append(dict(split="dev", scaling="temperature", metric="nll", reference="baseline", config="uniform_sparse",
+                     mean_diff=0.5, t_p_holm=0.0, boot_p_holm=0.0))
+    text = calibration_text(pd.DataFrame(rows))
+    assert text == ("dev NLL -0.100 to +0.010 nats (on these sentences: uniform_sparse lower, light_sparse lower; "
+                    "on new sentences too: uniform_sparse lower)")
