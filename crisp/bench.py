@@ -55,16 +55,18 @@ def variants(sparsities=(0.6, 0.8)) -> list[tuple[str, CrispConfig | None]]:
     return out
 
 
-def build_model(shape: str, vocab: int = 30522):
+def build_model(shape: str, vocab: int = 30522, positions: int = 512):
+    """A randomly initialised model of ``shape`` with ``positions`` position embeddings (512: BERT's own)."""
     from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
     s = SHAPES[shape]
     if s["kind"] == "bert":
         cfg = BertConfig(vocab_size=vocab, hidden_size=s["hidden"], num_attention_heads=s["heads"],
-                         intermediate_size=s["ffn"], num_hidden_layers=s["layers"], num_labels=2)
+                         intermediate_size=s["ffn"], num_hidden_layers=s["layers"], num_labels=2,
+                         max_position_embeddings=positions)
         return BertForSequenceClassification(cfg)
     cfg = DistilBertConfig(vocab_size=vocab, dim=s["hidden"], n_heads=s["heads"], hidden_dim=s["ffn"],
-                           n_layers=s["layers"], num_labels=2)
+                           n_layers=s["layers"], num_labels=2, max_position_embeddings=positions)
     return DistilBertForSequenceClassification(cfg)
 
 
@@ -177,7 +179,9 @@ def run(shapes=("minilm", "distilbert"), settings=None, repeats: int = 5, warmup
                 raise ValueError(f"setting {setting!r} needs sst2_lengths (a sample of tokenized SST-2 lengths)")
             lengths = sst2_lengths
         torch.manual_seed(0)
-        model = build_model(shape).to(device)
+        # fixed lengths past 512 (long contexts) get as many position embeddings as they need
+        positions = max(512, int(lengths)) if isinstance(lengths, (int, np.integer)) else 512
+        model = build_model(shape, positions=positions).to(device)
         batches = make_batches(lengths, batch_size, n_batches, device=device, pad_to=pad_to)
         tokens = int(sum(int(b["attention_mask"].sum()) for b in batches))
         padded = int(sum(b["attention_mask"].numel() for b in batches))

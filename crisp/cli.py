@@ -198,6 +198,46 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_campaign(args) -> int:
+    from . import campaign
+    from .campaign_pack import PackError
+    from .campaign_payload import PayloadError
+
+    if args.dry_run:
+        settings = campaign.dry_run_settings(args.out, work=args.work, data=args.data)
+    else:
+        settings = campaign.Settings(out=args.out, work=args.work, seeds=args.seeds, pad_seeds=args.pad_seeds)
+    given = {"payload": args.payload, "workers": args.workers, "budget_min": args.budget_min,
+             "limit_min": args.limit_min, "run_minutes": args.run_minutes}
+    for name, value in given.items():  # what the command line sets; the rest is the real or the dry-run default
+        if value is not None:
+            setattr(settings, name, value)
+    try:
+        return campaign.run(settings)
+    except (PackError, PayloadError, RuntimeError) as err:
+        raise ValueError(str(err)) from None
+
+
+def cmd_campaign_prepare(args) -> int:
+    from .campaign_payload import PayloadError, prepare
+
+    try:
+        prepare(args.to, data=args.data, wheels=not args.no_wheels, log=lambda text: print(text, flush=True))
+    except PayloadError as err:
+        raise ValueError(str(err)) from None
+    return 0
+
+
+def cmd_campaign_unpack(args) -> int:
+    from .campaign_pack import PackError, unpack
+
+    try:
+        unpack(args.files, runs_root=args.runs, bench_root=args.bench)
+    except PackError as err:
+        raise ValueError(str(err)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crisp", description="Crisp attention: train and evaluate the paper's configurations on SST-2.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -291,6 +331,48 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results folder (default: data/bench; with --quick a fresh temporary folder, so a check never "
                         "lands beside the measurements)")
     b.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("campaign", help="on a lent GPU: device tests, the 20-seed and pad-to-512 grids, bench, packed",
+                       description="One command for a lent GPU (README, 'Running on a lent GPU'): checks the machine, "
+                                   "runs tests/test_device.py on CUDA (stops if they fail), trains MiniLM protocol full "
+                                   "(64 x 1, bf16) 4 configurations x --seeds, then the pad-to-512 reading x --pad-seeds, "
+                                   "as many at once as --workers, within --budget-min (a run starts only if it should "
+                                   "finish in time; unfinished ones are left out), benchmarks, and packs every finished "
+                                   "run, the benchmark files and the log into at most 8 files of under 16 MiB in --out.")
+    c.add_argument("--out", required=True, help="output folder, empty or new (on the device machine: $OUT)")
+    c.add_argument("--payload", default=None, help="the folder `crisp campaign-prepare` built (default: .campaign)")
+    c.add_argument("--work", default=None, help="runs and benchmark files while it runs (default: a temporary folder)")
+    c.add_argument("--seeds", default="0-19", help="seeds of the main grid (default: %(default)s)")
+    c.add_argument("--pad-seeds", default="0-4", help="seeds of the pad-to-512 grid (default: %(default)s)")
+    c.add_argument("--workers", type=int, default=None, help="runs at once (default: one per CPU core, at most 16)")
+    c.add_argument("--budget-min", type=float, default=None, help="wall-clock minutes for training (default: 8; dry run 1)")
+    c.add_argument("--limit-min", type=float, default=None,
+                   help="minutes the whole command may take (default: 9.5; the device tool stops a command at 10)")
+    c.add_argument("--run-minutes", type=float, default=None,
+                   help="expected minutes of one run until runs have finished, then the slowest finished run (default: 4)")
+    c.add_argument("--dry-run", action="store_true",
+                   help="rehearse every stage on the CPU: tiny-bert, a few steps, quick benchmark (under a minute)")
+    c.add_argument("--data", default=None, help="dry run: the SST-2 folder (default: the payload's)")
+    c.set_defaults(func=cmd_campaign)
+
+    cp = sub.add_parser("campaign-prepare", help="build the payload a lent GPU needs (weights, SST-2, wheels)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        description="Build the folder carried to the GPU machine: MiniLM in float16 (compressed), "
+                                    "the SST-2 copy, and wheels for papermill and ipykernel minus what the machine "
+                                    "has; refuses if the working tree plus the payload exceed one call's 64 MiB.")
+    cp.add_argument("--to", default=".campaign", help="payload folder (ignored by git; replaced whole)")
+    cp.add_argument("--data", default=None, help="SST-2 folder (default: $CRISP_SST2_DIR)")
+    cp.add_argument("--no-wheels", action="store_true", help="leave the wheels out (a CPU rehearsal needs none)")
+    cp.set_defaults(func=cmd_campaign_prepare)
+
+    cu = sub.add_parser("campaign-unpack", help="put a campaign's returned files into data/runs and data/bench",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        description="Check the files against their manifest, then add every packed run folder under "
+                                    "--runs (a finished run already there is kept) and the benchmark files under --bench.")
+    cu.add_argument("files", nargs="+", help="the returned files (manifest.json among them), or their folder")
+    cu.add_argument("--runs", default="data/runs", help="runs root")
+    cu.add_argument("--bench", default="data/bench", help="benchmark folder")
+    cu.set_defaults(func=cmd_campaign_unpack)
     return parser
 
 
