@@ -426,3 +426,32 @@ def headline(boot: pd.DataFrame, *, model: str, protocol: str, n_seeds: int, har
             else "")
     tech = "; ".join(parts)
     return f"{lead}{plain_sentence(boot, model)} {tech[0].upper()}{tech[1:]}."
+
+
+# ---------------------------------------------------------------- judgements the chapters state, from numbers
+
+RARE, UNUSUAL = 0.01, 0.05  # a chance below 1% is "rare", from 1% to 5% "unusual", from 5% on "not unusual"
+SMALL_SHARE, LARGE_SHARE = 0.25, 0.75  # a part below a quarter of the whole is "mostly" the rest; above 3/4 "mostly" it
+
+
+def how_often(p: float) -> str:
+    """A probability in words: ``"about one time in 6: not unusual"`` (thresholds :data:`RARE`, :data:`UNUSUAL`)."""
+    if not p > 0:
+        return "never: rare"
+    word = "rare" if p < RARE else "unusual" if p < UNUSUAL else "not unusual"
+    return f"about one time in {max(1, round(1 / p)):,}: {word}"
+
+
+def trained_share(dense: float, used: float) -> str:
+    """What share of the entropy drop in the attention a sparse model *uses* (``used``, nats, pruning included) is
+    already in the attention it *computes* (``dense``: learned in training), in words (thresholds
+    :data:`SMALL_SHARE`, :data:`LARGE_SHARE`)."""
+    if used == 0 or dense / used <= 0:
+        return ("the attention the model computes does not move in the same direction, so the sharper attention the "
+                "model uses is the pruning itself")
+    r = dense / used
+    if r < SMALL_SHARE:
+        return f"the learned part is {100 * r:.0f}% of it, so the sharper attention the model uses is mostly the pruning itself"
+    if r <= LARGE_SHARE:
+        return f"the learned part is {100 * r:.0f}% of it: partly the pruning, partly learned"
+    return f"the learned part is {100 * r:.0f}% of it, so the sharper attention is mostly learned, not the pruning itself"

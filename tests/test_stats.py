@@ -590,3 +590,14 @@ def test_calibration_bullet_reads_both_tests_and_ignores_regularizers():
     text = calibration_text(pd.DataFrame(rows))
     assert text == ("dev NLL -0.100 to +0.010 nats (on these sentences: uniform_sparse lower, light_sparse lower; "
                     "on new sentences too: uniform_sparse lower)")
+
+
+def test_judgement_words_follow_their_thresholds():
+    from crisp.verdict import how_often, trained_share
+    assert how_often(0.1686) == "about one time in 6: not unusual"
+    assert how_often(0.02) == "about one time in 50: unusual" and how_often(0.001) == "about one time in 1,000: rare"
+    assert trained_share(-0.01, -0.2).startswith("the learned part is 5% of it, so the sharper attention the model uses "
+                                                 "is mostly the pruning itself")
+    assert "partly the pruning, partly learned" in trained_share(-0.1, -0.2)
+    assert "mostly learned" in trained_share(-0.19, -0.2)
+    assert "does not move in the same direction" in trained_share(0.01, -0.2)
