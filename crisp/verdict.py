@@ -455,3 +455,20 @@ def trained_share(dense: float, used: float) -> str:
     if r <= LARGE_SHARE:
         return f"the learned part is {100 * r:.0f}% of it: partly the pruning, partly learned"
     return f"the learned part is {100 * r:.0f}% of it, so the sharper attention is mostly learned, not the pruning itself"
+
+
+MANY_TIMES, SEVERAL_TIMES = 10, 2  # a cost this many times a saving is "many times" / "several times" what it saves
+
+
+def cost_comparison(extra: float, saved: float) -> str:
+    """Padding's extra time (``extra``: fraction of a dynamic-padding epoch, 2.0 = three times as long) against the
+    largest saving of sparsity (``saved``: fraction of a layer's FLOPs), in words (:data:`MANY_TIMES`,
+    :data:`SEVERAL_TIMES`)."""
+    if not saved > 0:
+        return f"padding every sentence to 512 adds {100 * extra:,.0f}% to an epoch's time, and sparsity saves nothing"
+    r = extra / saved
+    word = ("many times what" if r >= MANY_TIMES else "several times what" if r >= SEVERAL_TIMES
+            else "more than what" if r > 1 else "less than what")
+    return (f"padding every sentence to 512 adds {100 * extra:,.0f}% to a training epoch's time, while 80% sparsity saves "
+            f"at most {100 * saved:.1f}% of a layer's FLOPs by the paper's own accounting: the padding costs {word} the "
+            f"sparsity could save ({r:,.0f} times)")

@@ -601,3 +601,10 @@ def test_judgement_words_follow_their_thresholds():
     assert "partly the pruning, partly learned" in trained_share(-0.1, -0.2)
     assert "mostly learned" in trained_share(-0.19, -0.2)
     assert "does not move in the same direction" in trained_share(0.01, -0.2)
+
+
+def test_cost_comparison_words():
+    from crisp.verdict import cost_comparison
+    assert cost_comparison(20.0, 0.05).endswith("the padding costs many times what the sparsity could save (400 times)")
+    assert "several times what" in cost_comparison(0.3, 0.05) and "less than what" in cost_comparison(0.01, 0.05)
+    assert cost_comparison(20.0, 0.05).startswith("padding every sentence to 512 adds 2,000% to a training epoch's time")
