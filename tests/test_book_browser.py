@@ -322,3 +322,26 @@ def test_table_measure_catches_wide_tables(browser) -> None:
     assert [line.split("]")[0] for line in wide] == [
         "table 2 [wrapped | wide", "table 3 [bare", "table 4 [shifted"
     ], wide
+
+
+LANDING = next((p for p in PAGES if p.docname == "book/intro"), None)
+BOOKKEEPING_HEADERS = {"training hours", "runs", "seeds"}  # the run inventory lives in the appendix (book/progress)
+VERDICT_BOX_WORDS = 60  # the landing page's verdict box is read at a glance
+
+
+@pytest.mark.skipif(LANDING is None, reason="no book/intro in the toc")
+def test_landing_page_reads_at_a_glance(book_url, browser) -> None:
+    context, page, response, _ = _open(browser, book_url, LANDING, DESKTOP, SCREENSHOTS / "desktop" / "intro-glance.png")
+    try:
+        if response is None or response.status != 200:
+            pytest.fail(f"{LANDING.url_path}: not served (rebuild the book)", pytrace=False)
+        boxes = page.locator("main .admonition.important")
+        assert boxes.count() >= 1, "the landing page has no verdict box"
+        title = boxes.first.locator(".admonition-title").inner_text()
+        words = len(boxes.first.inner_text().split()) - len(title.split())
+        headers = page.eval_on_selector_all("main table th", "els => els.map(e => e.innerText.trim().toLowerCase())")
+    finally:
+        context.close()
+    assert words < VERDICT_BOX_WORDS, f"the verdict box has {words} words; at a glance means under {VERDICT_BOX_WORDS}"
+    found = BOOKKEEPING_HEADERS & set(headers)
+    assert not found, f"bookkeeping columns {sorted(found)} on the landing page: they belong in book/progress"
