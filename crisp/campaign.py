@@ -154,7 +154,8 @@ def plan(s: Settings, runs: Path, data) -> list[tuple[object, bool]]:
 
 # Passed to every run's process: a forkserver started earlier (e.g. by an earlier campaign in the same Python) may
 # hold another environment.
-CHILD_ENV = ("PYTHONPATH", "CRISP_MINILM_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "CRISP_SST2_DIR")
+CHILD_ENV = ("PYTHONPATH", "CRISP_MINILM_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "CRISP_SST2_DIR",
+             "PYTORCH_NVML_BASED_CUDA_CHECK")
 
 
 def _child(cfg, notebook: bool, threads: int, env: dict) -> float:
@@ -183,26 +184,39 @@ def _context(start: bool = False):
     return context
 
 
-def train_within(todo, deadline: float, workers: int, run_seconds: float, log) -> dict:
-    """Train ``todo`` (``(cfg, notebook)`` pairs), ``workers`` at once, each in a fresh process of its own.
+# A pad-to-512 run takes this many of the `workers` places: each step holds 64 x 512 tokens instead of SST-2's ~25, and
+# Crisp keeps [64, 12, 512, 512] score tensors per layer for the backward pass (several GiB per run), so 16 at once
+# could exhaust even an H200's memory.
+PAD512_SLOTS = 4
 
-    A run starts only if ``now + expected <= deadline``; ``expected`` is ``run_seconds`` until a run has finished,
-    then the longest finished run. At ``deadline`` runs still training are stopped (their folders hold no
-    ``metrics.json``, so nothing packs them). Returns ``{"done": [...], "failed": [...], "stopped": [...],
-    "not_started": [...]}`` of run labels.
+
+def _kind(cfg) -> str:
+    return "pad512" if cfg.paper_padding else "dynamic"
+
+
+def train_within(todo, deadline: float, workers: int, run_seconds: float, log) -> dict:
+    """Train ``todo`` (``(cfg, notebook)`` pairs), ``workers`` places at once, each run in a fresh process of its own
+    (a pad-to-512 run takes :data:`PAD512_SLOTS` places).
+
+    A run starts only if ``now + expected <= deadline``; ``expected`` is the longest finished run of its kind
+    (dynamic padding or pad-to-512), else of any kind, else ``run_seconds``. At ``deadline`` runs still training are
+    stopped (their folders hold no ``metrics.json``, so nothing packs them). Returns ``{"done": [...], "failed":
+    [...], "stopped": [...], "not_started": [...]}`` of run labels.
     """
     from . import grid, results
 
     context = _context()
     env = {key: os.environ.get(key) for key in CHILD_ENV}
     threads = max(1, (os.cpu_count() or 1) // workers)
-    pending, running, took = list(todo), {}, []
+    pending, running, took = list(todo), {}, {"dynamic": [], "pad512": []}
+    slots = lambda cfg: min(workers, PAD512_SLOTS) if cfg.paper_padding else 1  # noqa: E731
     report = {"done": [], "failed": [], "stopped": [], "not_started": []}
     name = lambda cfg: f"{cfg.label} seed {cfg.seed}"  # noqa: E731
     while pending or running:
         now = time.monotonic()
-        expected = max(took) if took else run_seconds
-        while pending and len(running) < workers:
+        while pending and sum(slots(c) for c, _, _ in running.values()) + slots(pending[0][0]) <= workers:
+            seen = took[_kind(pending[0][0])] or took["dynamic"] + took["pad512"]
+            expected = max(seen) if seen else run_seconds
             if now + expected > deadline:
                 report["not_started"] += [name(cfg) for cfg, _ in pending]
                 log(f"training: {len(pending)} run(s) not started: expected {expected / 60:.1f} min each, "
@@ -221,7 +235,7 @@ def train_within(todo, deadline: float, workers: int, run_seconds: float, log) -
             process.join()
             seconds = time.monotonic() - started
             if process.exitcode == 0 and results.is_finished(cfg.folder):
-                took.append(seconds)
+                took[_kind(cfg)].append(seconds)
                 report["done"].append(name(cfg))
                 log(f"training: done {name(cfg)} in {seconds / 60:.2f} min")
             else:
@@ -295,6 +309,9 @@ def run(s: Settings) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # torch.cuda.is_available() through NVML, without initialising CUDA: the run processes' fork server imports
+    # torch and transformers, and a process forked after CUDA was initialised cannot use it
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     log(f"campaign: {'DRY RUN (CPU rehearsal) ' if s.dry_run else ''}out {out}, work {work}, "
         f"training budget {s.budget_min} min, command limit {s.limit_min} min")
     facts = {"settings": dataclasses.asdict(s), "machine": check_machine(s.dry_run, log)}
