@@ -36,6 +36,7 @@ _EXPECTED = {  # TrainConfig's annotation -> (accepted types, words for the mess
     "int": ((int,), "an integer"),
     "int | None": ((int, type(None)), "an integer or None"),
     "float": ((int, float), "a number"),
+    "float | None": ((int, float, type(None)), "a number or None"),
     "bool": ((bool,), "True or False"),
 }
 
