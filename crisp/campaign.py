@@ -336,8 +336,11 @@ def run(s: Settings) -> int:
         log(f"pack: {len(packs[-1]['runs'])} finished run(s) in {len(packs[-1]['parts'])} part(s)")
         campaign_pack.write_manifest(out, packs, facts)  # the runs are safe from here on
         if time.monotonic() + 60 * s.bench_min <= hard_end + 20:
-            bench_stage(work, s.dry_run, log)
-            packs.append(campaign_pack.pack_bench(work / "bench", out))
+            try:
+                bench_stage(work, s.dry_run, log)
+            except Exception as err:  # e.g. out of memory at a long context: the runs are packed already
+                log(f"bench: FAILED: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}")
+            packs.append(campaign_pack.pack_bench(work / "bench", out))  # the files written before any failure
         else:
             log("bench: skipped, too little time left before the command limit")
         return 0 if packs and packs[0]["runs"] else 1
