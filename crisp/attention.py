@@ -87,10 +87,15 @@ def topk_keep_mask(
     query_mask: torch.Tensor | None = None,
     count_padding: bool = False,
     keep: int | None = None,
+    *,
+    k_max: int | None = None,
 ) -> torch.Tensor:
     """Boolean mask of the entries that ``topk_softmax`` keeps (same shape as ``scores``).
 
     Arguments are those of :func:`topk_softmax`.  Rows of padded queries keep every real key.
+    ``k_max`` (row granularity): how many keys ``torch.topk`` ranks per row, at least the largest
+    ``k`` of any row here; its order among tied scores depends on it, so a caller that splits
+    one call's rows (:mod:`crisp.longcontext`) passes the whole call's value to break ties alike.
     """
     # A 0-d tensor ratio (checked by its owner) is how adaptive ratios reach a torch.compile graph.
     # Under torch.compile a ratio may arrive as a symbolic float: it was checked by its CrispConfig.
@@ -107,7 +112,7 @@ def topk_keep_mask(
     with torch.no_grad():
         candidates = torch.ones_like(real) if count_padding else real
         if granularity == "row":
-            keep = _row_topk(scores, candidates, sparsity, fixed)
+            keep = _row_topk(scores, candidates, sparsity, fixed, k_max)
         else:
             qmask = _query_mask(query_mask, real, shape)
             keep = _head_prune(scores, candidates & qmask[..., :, None], sparsity)
@@ -233,16 +238,18 @@ def _query_mask(query_mask, real, shape) -> torch.Tensor:
     return torch.ones(shape[:-1], dtype=torch.bool, device=real.device)
 
 
-def _row_topk(scores, candidates, sparsity, fixed=None) -> torch.Tensor:
+def _row_topk(scores, candidates, sparsity, fixed=None, at_least=None) -> torch.Tensor:
     """Keep the k best candidate keys of each row, k from the number of candidates in the row
     (or ``min(fixed, n)`` when a fixed count is given)."""
-    n = candidates.sum(dim=-1)  # [..., Lq]
+    n = torch.count_nonzero(candidates, dim=-1)  # [..., Lq] (bool.sum() would copy the mask to int64 first)
     k = kept_per_row(n, sparsity) if fixed is None else n.clamp(max=fixed)
     ranked = scores.detach().masked_fill(~candidates, -math.inf)
     if torch.compiler.is_compiling():  # no .item(): the largest k a row of this width can have
         k_max = _k_bound(scores.shape[-1], sparsity, fixed)
     else:
         k_max = int(k.max()) if k.numel() else 0
+        if at_least is not None and k_max:
+            k_max = min(max(k_max, at_least), scores.shape[-1])
     keep = torch.zeros_like(candidates)
     if k_max == 0:
         return keep

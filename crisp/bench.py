@@ -276,7 +276,12 @@ def is_measurement(csv_path) -> bool:
 def measurement_files(folder="data/bench") -> list[Path]:
     """The ``bench-*.csv`` files in ``folder`` that are measurements (:func:`is_measurement`), sorted: what the cost
     chapter reads."""
-    return sorted(p for p in Path(folder).glob("bench-*.csv") if is_measurement(p))
+    return sorted(p for p in Path(folder).glob("bench-*.csv") if is_measurement(p) and not _long_context(p))
+
+
+def _long_context(csv_path) -> bool:
+    """A ``crisp bench --long-context`` file (its own columns: one attention call per length, not a variant table)."""
+    return results.read_json(Path(csv_path).with_suffix(".json")).get("kind") == "longcontext"
 
 
 # --- summaries the cost chapter shows ------------------------------------------------------------

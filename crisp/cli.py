@@ -170,6 +170,20 @@ def cmd_bench(args) -> int:
         settings = {"sst2": ("sst2", 8, 1), "L32": (32, 2, 1)} if sst2 is not None else {"L32": (32, 2, 1)}
     if sst2 is None:
         settings = {k: v for k, v in settings.items() if not k.startswith("sst2")}
+    if args.long_context:  # one attention call with backward at 1k-16k tokens (crisp.bench_longcontext)
+        from . import bench_longcontext as lc
+
+        lengths = (256, 512) if args.quick else lc.LENGTHS
+        frame = lc.run(lengths, repeats=args.repeats, warmup=args.warmup, time_up_to=args.time_up_to)
+        path = bench.write(frame, args.output, tag=args.tag or "longcontext", extra={
+            "kind": "longcontext", "quick": args.quick, "repeats": args.repeats, "warmup": args.warmup,
+            "lengths": list(lengths), "time_up_to": args.time_up_to,
+            "note": "one run; from 8192 tokens on one round and no warm-up; the machine was shared with a training "
+                    "grid (2 worker processes on 2 cores), so times carry that load; saved bytes are exact"})
+        cols = ["setting", "variant", "median_s", "time_ratio_to_eager", "saved_mb", "saved_ratio_to_sdpa", "skipped"]
+        print(frame[[c for c in cols if c in frame]].round(3).to_string(index=False))
+        print(f"written: {path}")
+        return 0
     if args.compile:  # compiled vs eager Crisp training step (fixed lengths and/or SST-2 lengths)
         settings = {k: v for k, v in settings.items() if k in ("sst2", "L128")} or settings
         frame = bench.run_compiled(shapes, settings, repeats=args.repeats, warmup=args.warmup, sst2_lengths=sst2)
@@ -327,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", action="store_true", help="also write a torch.profiler table of a Crisp training step")
     b.add_argument("--compile", action="store_true",
                    help="time Crisp 0.8 training steps eager vs torch.compile (settings sst2 and L128 only; written to <output>/compile/)")
+    b.add_argument("--long-context", action="store_true",
+                   help="one attention call with backward at 1k, 4k, 8k, 16k tokens: eager, SDPA, Crisp and Crisp's "
+                        "long-context path; written as bench-<device>-longcontext.csv")
+    b.add_argument("--time-up-to", type=int, default=None,
+                   help="--long-context: time lengths up to this many tokens, only size the saved tensors above it")
     b.add_argument("--output", default=None,
                    help="results folder (default: data/bench; with --quick a fresh temporary folder, so a check never "
                         "lands beside the measurements)")

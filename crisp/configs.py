@@ -29,6 +29,8 @@ class CrispConfig:
     ema_decay: float = 0.9  # adaptive: weight of the past in each layer's running concentration
     keep: int | None = None  # keep exactly min(keep, n) keys per query row instead of a fraction (row, uniform, sparsity 0)
     cross_attention: bool = False  # prune encoder-decoder cross-attention too (default: it stays dense)
+    query_chunk: int | str | None = "auto"  # long contexts: query rows per chunk (linear memory, crisp.longcontext);
+    # "auto": chunks from crisp.longcontext.AUTO_LENGTH keys on (row granularity only); None: never chunk
 
     def __post_init__(self):
         if isinstance(self.sparsity, (list, tuple)):
@@ -49,6 +51,12 @@ class CrispConfig:
                 f"keep={self.keep!r} fixes the keys kept per query row: give it with sparsity=0, granularity='row', "
                 f"strategy='uniform' and paper_padding=False"
             )
+        chunk = self.query_chunk
+        if not (chunk is None or chunk == "auto" or (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk > 0)):
+            raise ValueError(f"query_chunk must be a positive number of query rows, 'auto' or None, got {chunk!r}")
+        if isinstance(chunk, int) and self.granularity == "head":
+            raise ValueError(f"query_chunk={chunk} computes query rows in chunks, but granularity='head' ranks every row "
+                             f"of a head at once; use granularity='row', or query_chunk=None (quadratic memory)")
         if not isinstance(self.cross_attention, bool):
             raise ValueError(f"cross_attention must be True or False, got {self.cross_attention!r}")
         check_sparsity(self.min_layer_sparsity)

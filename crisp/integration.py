@@ -118,16 +118,25 @@ def crisp_attention(module, query, key, value, attention_mask, dropout: float = 
         value = repeat_kv(value, query.shape[1] // value.shape[1])
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    causal = getattr(module, "is_causal", True) if is_causal is None else bool(is_causal)
+    state = getattr(module, "crisp_state", None)
+    rows = None if state is None else state.chunk_rows(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+    if rows is not None:  # long contexts: queries in chunks, linear memory (crisp.longcontext); no weights returned
+        shape = torch.empty((), device=query.device).expand(*query.shape[:3], key.shape[2])  # [B, H, Lq, Lk], no memory
+        key_mask, bias = (None, None) if attention_mask is None else _mask_and_bias(attention_mask, shape, causal, None)
+        out = state.attend_chunked(
+            module.crisp_layer, query, key, value, rows, module.training, scaling=scaling, key_mask=key_mask,
+            position_bias=position_bias, mask_bias=bias, causal=attention_mask is None and causal and query.shape[2] > 1,
+            sliding_window=sliding_window, softcap=softcap, dropout=dropout)
+        return out.transpose(1, 2).contiguous(), None
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # [B, H, Lq, Lk]
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if position_bias is not None:
         scores = scores + position_bias
-    causal = getattr(module, "is_causal", True) if is_causal is None else bool(is_causal)
     key_mask, bias = _mask_and_bias(attention_mask, scores, causal, sliding_window)
     if bias is not None:
         scores = scores + bias
-    state = getattr(module, "crisp_state", None)
     if state is None:
         real = torch.ones_like(scores, dtype=torch.bool) if key_mask is None else key_mask.expand(scores.shape)
         probs = masked_softmax(scores, real)

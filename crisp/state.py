@@ -12,6 +12,7 @@ import torch
 from .adaptive import SparsityController
 from .attention import masked_softmax, topk_keep_mask
 from .configs import CrispConfig
+from .longcontext import ChunkSpec, chunk_rows, chunked_attention
 
 
 class CrispState:
@@ -101,6 +102,82 @@ class CrispState:
         if count or measure or self.record_entropy:  # otherwise (e.g. plain evaluation) nothing is recorded
             self._record(layer, scores, key_mask, keep, probs, ratio, training, measure, count)
         return probs
+
+    def chunk_rows(self, batch: int, heads: int, n_queries: int, n_keys: int) -> int | None:
+        """Query rows per chunk for this call (the long-context path), or None for :meth:`attend`'s path.
+
+        ``query_chunk="auto"`` never chunks ``granularity="head"`` (it ranks whole heads); an explicit
+        ``query_chunk`` with it is refused by :class:`CrispConfig`.
+        """
+        if self.config.granularity == "head":
+            return None
+        return chunk_rows(self.config.query_chunk, batch, heads, n_queries, n_keys)
+
+    def attend_chunked(self, layer: int, query, key, value, rows: int, training: bool, *, scaling, key_mask=None,
+                       position_bias=None, mask_bias=None, causal=False, sliding_window=None, softcap=None,
+                       dropout=0.0) -> torch.Tensor:
+        """The rule of :meth:`attend` through :func:`crisp.longcontext.chunked_attention`: returns the
+        attention output ``[B, H, L_q, D]`` (no probabilities) and records the same statistics, chunk by chunk."""
+        cfg = self.config
+        ratio = self.controller.ratios[layer]
+        measure = self.controller.adaptive and training
+        count = self.record_sparsity and (training or self.record_eval or self.record_entropy)
+        sums = {}
+        recorder = None
+        if count or measure or self.record_entropy:
+            lq, lk = query.shape[-2], key.shape[-2]
+
+            def recorder(q0, scores, real, kept, probs):
+                self._record_chunk(sums, q0, lq, lk, scores, real, kept, probs, measure, count)
+
+        spec = ChunkSpec(rows, scaling, ratio, cfg.keep, cfg.paper_padding, causal, sliding_window, softcap,
+                         dropout, training)
+        out = chunked_attention(query, key, value, spec, key_mask, position_bias, mask_bias, recorder)
+        if count:
+            self.kept[layer] += sums["kept"]
+            self.real[layer] += sums["real"]
+            if training:
+                self.ratio_sum[layer] += ratio
+                self.forwards[layer] += 1
+        if measure:
+            self.controller.observe(layer, 1.0 - sums["norm"] / sums["usable"] if sums["usable"] else torch.tensor(0.0))
+        if self.record_entropy:
+            heads = query.shape[1]
+            if heads > self.n_heads:
+                raise ValueError(f"layer {layer} has {heads} heads, the state was built for {self.n_heads}")
+            self.entropy_dense[layer, :heads] += sums["h_dense"].cpu()
+            self.entropy_sparse[layer, :heads] += sums["h_sparse"].cpu()
+            self.entropy_rows[layer, :heads] += sums["rows"].cpu()
+        return out
+
+    @torch.no_grad()
+    def _record_chunk(self, sums, q0, lq, lk, scores, real, kept, probs, measure, count) -> None:
+        """Add one chunk's share of what :meth:`_record` measures to ``sums`` (query rows ``q0:q0+c``)."""
+        shape = scores.shape  # [B, H, c, L_k]
+        real = kept.new_ones(()).expand(shape) if real is None else real.expand(shape)
+        qreal = real.diagonal(offset=q0, dim1=-2, dim2=-1) if lq == lk else real.any(-1)  # [B, H, c]
+        rows = qreal & real.any(-1)
+
+        def add(name, value):
+            sums[name] = sums[name] + value if name in sums else value
+
+        if count:
+            valid = real & rows[..., None]
+            add("kept", torch.count_nonzero(kept & valid))  # no int64 copy of the chunk, unlike bool.sum()
+            add("real", torch.count_nonzero(valid))
+        if not (measure or self.record_entropy):
+            return
+        h_dense = _entropy(masked_softmax(scores, real).float())  # [B, H, c]
+        if measure:
+            n = real.sum(-1).float()
+            usable = rows & (n > 1)
+            add("norm", (h_dense / torch.log(n.clamp_min(2.0)))[usable].sum())
+            add("usable", int(usable.sum()))
+        if self.record_entropy:
+            w = rows.to(torch.float64)
+            add("h_dense", (h_dense.double() * w).sum(dim=(0, 2)))
+            add("h_sparse", (_entropy(probs.float()).double() * w).sum(dim=(0, 2)))
+            add("rows", w.sum(dim=(0, 2)))
 
     @torch.no_grad()
     def _record(self, layer, scores, key_mask, keep, probs, ratio, training, measure, count):

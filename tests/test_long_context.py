@@ -1,0 +1,213 @@
+"""The long-context path (crisp.longcontext): same results as the plain path, linear saved memory, refusals."""
+
+import pytest
+import torch
+
+import crisp
+from crisp import CrispConfig, crisp_attention
+from crisp.longcontext import AUTO_LENGTH, ChunkSpec, chunk_rows, chunked_attention
+from crisp.state import CrispState
+
+
+class Layer(torch.nn.Module):
+    """What crisp_attention reads from a module: its state, layer index, causality and mode."""
+
+    def __init__(self, config, causal=False, heads=4, training=True):
+        super().__init__()
+        self.crisp_state = CrispState(config, n_layers=1, n_heads=heads)
+        self.crisp_layer = 0
+        self.is_causal = causal
+        self.train(training)
+
+
+def qkv(B=2, H=4, Hkv=4, L=11, D=8, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    make = lambda h: torch.randn(B, h, L, D, generator=g, dtype=dtype).requires_grad_()  # noqa: E731
+    return make(H), make(Hkv), make(Hkv)
+
+
+def run(config, q, k, v, mask=None, causal=False, **kw):
+    layer = Layer(config, causal=causal, heads=q.shape[1])
+    out, _ = crisp_attention(layer, q, k, v, mask, **kw)
+    grads = torch.autograd.grad(out.sum() + (out ** 2).sum(), [q, k, v], allow_unused=True)
+    return out, grads, layer.crisp_state
+
+
+def padding_mask(B, L, lengths):
+    real = torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]  # [B, L]
+    return real[:, None, None, :].expand(B, 1, L, L)  # bool [B, 1, Lq, Lk], True = attend
+
+
+def causal_padding_mask(B, L, lengths):
+    return padding_mask(B, L, lengths) & torch.ones(L, L, dtype=torch.bool).tril()
+
+
+def same(rows_a, rows_b) -> bool:
+    """Summaries equal, NaN equal to NaN (keep=k has no target fraction)."""
+    return str(rows_a) == str(rows_b)
+
+
+CASES = {
+    "none": dict(),
+    "padding": dict(mask=padding_mask(2, 11, [11, 6])),
+    "float-mask": dict(mask=torch.zeros(2, 1, 11, 11, dtype=torch.float64).masked_fill(
+        ~padding_mask(2, 11, [7, 11]), torch.finfo(torch.float64).min)),
+    "causal-none": dict(causal=True),
+    "causal-padding": dict(mask=causal_padding_mask(2, 11, [11, 8]), causal=True),
+    "sliding-window": dict(causal=True, sliding_window=4),
+    "softcap": dict(softcap=2.0),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("rule", [dict(sparsity=0.8), dict(sparsity=0.5), dict(keep=3), dict(sparsity=0.0),
+                                  dict(sparsity=0.6, paper_padding=True)])
+def test_chunked_equals_plain_float64(case, rule):
+    kw = dict(CASES[case])
+    q, k, v = qkv()
+    plain = run(CrispConfig("p", query_chunk=None, **rule), q, k, v, **kw)
+    chunked = run(CrispConfig("c", query_chunk=3, **rule), q, k, v, **kw)
+    torch.testing.assert_close(chunked[0], plain[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(chunked[1], plain[1]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # the realized-sparsity counts the state records are the same numbers
+    assert float(chunked[2].kept[0]) == float(plain[2].kept[0]) and float(chunked[2].real[0]) == float(plain[2].real[0])
+    assert same(chunked[2].sparsity_summary(), plain[2].sparsity_summary())
+
+
+def test_grouped_query_attention_and_position_bias_fp32():
+    q, k, v = qkv(H=4, Hkv=2, dtype=torch.float32, L=13)
+    bias = torch.randn(1, 4, 13, 13, requires_grad=True)
+    outs = []
+    for chunk in (None, 5):
+        layer = Layer(CrispConfig("x", 0.7, query_chunk=chunk), causal=True)
+        out, _ = crisp_attention(layer, q, k, v, None, position_bias=bias)
+        outs.append((out, torch.autograd.grad((out ** 2).sum(), [q, k, v, bias])))
+    torch.testing.assert_close(outs[1][0], outs[0][0])
+    for a, b in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("rule", [dict(sparsity=0.6), dict(keep=2)])
+def test_gradcheck(rule):
+    q, k, v = qkv(B=1, H=2, Hkv=2, L=6, D=3)
+    mask = causal_padding_mask(1, 6, [5])
+    spec = ChunkSpec(rows=4, scaling=0.5, sparsity=rule.get("sparsity", 0.0), keep=rule.get("keep"))
+    bias = torch.randn(1, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q, k, v, b: chunked_attention(q, k, v, spec, mask, b), (q, k, v, bias))
+
+
+def test_adaptive_and_entropy_statistics_match():
+    q, k, v = qkv(L=12)
+    states = []
+    for chunk in (None, 5):
+        layer = Layer(CrispConfig("a", 0.6, "adaptive", query_chunk=chunk), causal=True)
+        layer.crisp_state.record_entropy = True
+        crisp_attention(layer, q, k, v, None)
+        states.append(layer.crisp_state)
+    plain, chunked = states
+    torch.testing.assert_close(chunked.entropy_dense, plain.entropy_dense)
+    torch.testing.assert_close(chunked.entropy_sparse, plain.entropy_sparse)
+    torch.testing.assert_close(chunked.entropy_rows, plain.entropy_rows)
+    assert plain.controller._batch[0] is not None  # the adaptive measure was taken
+    torch.testing.assert_close(torch.as_tensor(chunked.controller._batch[0], dtype=torch.float64),
+                               torch.as_tensor(plain.controller._batch[0], dtype=torch.float64))
+
+
+def test_dropout_masks_replayed_in_backward():
+    """One chunk draws the same dropout mask as the plain path (same shape, same seed), so forward and
+    gradients agree; with several chunks the backward must replay each chunk's mask (gradcheck-free check:
+    the gradient of sum(out * w) w.r.t. value is P_dropped^T w, recomputed from the forward's own output)."""
+    q, k, v = qkv(dtype=torch.float32)
+    res = []
+    for chunk in (None, 64):
+        torch.manual_seed(3)
+        layer = Layer(CrispConfig("d", 0.5, query_chunk=chunk))
+        out, _ = crisp_attention(layer, q, k, v, None, dropout=0.3)
+        res.append((out, torch.autograd.grad(out.sum(), [q, k, v])))
+    torch.testing.assert_close(res[1][0], res[0][0])
+    for a, b in zip(res[1][1], res[0][1]):
+        torch.testing.assert_close(a, b)
+    # several chunks: d out / d value is linear in the dropped probabilities; out = P_d V exactly, so
+    # with V = identity-like probes the forward's probabilities are read back and compared with backward's
+    torch.manual_seed(4)
+    L = 11
+    v_eye = torch.eye(L, dtype=torch.float64)[None, None].expand(1, 1, L, L).clone().requires_grad_()
+    qq, kk, _ = qkv(B=1, H=1, Hkv=1, L=L)
+    layer = Layer(CrispConfig("d", 0.5, query_chunk=4), heads=1)
+    out, _ = crisp_attention(layer, qq, kk, v_eye, None, dropout=0.5)
+    probs_fwd = out.transpose(1, 2)  # [1, 1, L, L]: row i = dropped probabilities of query i
+    w = torch.randn_like(probs_fwd)
+    (grad_v,) = torch.autograd.grad((out.transpose(1, 2) * w).sum(), [v_eye])
+    torch.testing.assert_close(grad_v, probs_fwd.transpose(-1, -2) @ w)
+
+
+def test_bf16_autocast_within_tolerance():
+    """Same bf16 scores chunk by chunk and the same topk width, so even bf16's many tied scores break alike."""
+    q, k, v = qkv(dtype=torch.float32, L=64, D=32)
+    res = []
+    for chunk in (None, 7):
+        layer = Layer(CrispConfig("b", 0.8, query_chunk=chunk), causal=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = crisp_attention(layer, q, k, v, None)
+        assert out.dtype == torch.bfloat16
+        res.append((out.float(), torch.autograd.grad(out.float().pow(2).sum(), [q, k, v])))
+    torch.testing.assert_close(res[1][0], res[0][0], rtol=1.6e-2, atol=1e-2)
+    for a, b in zip(res[1][1], res[0][1]):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-2)
+
+
+def test_refusals_and_auto_choice():
+    with pytest.raises(ValueError, match="granularity='head' ranks every row"):
+        CrispConfig("h", 0.5, granularity="head", query_chunk=64)
+    with pytest.raises(ValueError, match="query_chunk must be"):
+        CrispConfig("h", 0.5, query_chunk=0)
+    # 'auto': the chunked path only from AUTO_LENGTH keys on; head granularity keeps the plain path
+    assert chunk_rows("auto", 1, 4, 1024, 1024) is None
+    assert chunk_rows("auto", 1, 4, AUTO_LENGTH, AUTO_LENGTH) == 2**24 // (4 * AUTO_LENGTH)
+    assert chunk_rows(None, 1, 4, 10**6, 10**6) is None
+    assert CrispState(CrispConfig("h", 0.5, granularity="head"), 1, 4).chunk_rows(1, 4, 8192, 8192) is None
+
+
+def test_saved_memory_is_linear():
+    """Autograd keeps q, k, v (and the mask), not the L x L scores and probabilities."""
+    q, k, v = qkv(B=1, H=2, Hkv=2, L=256, D=8, dtype=torch.float32)
+    saved = {}
+    for chunk in (None, 32):
+        sizes = []
+
+        def pack(t):
+            sizes.append(t.untyped_storage().nbytes())
+            return t
+
+        layer = Layer(CrispConfig("m", 0.8, query_chunk=chunk), heads=2)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            crisp_attention(layer, q, k, v, None)
+        saved[chunk] = sum(sizes)
+    linear = 3 * q.numel() * 4 + 2 * 256 * 4  # q, k, v and one threshold per query row
+    assert saved[32] <= linear + 1024
+    assert saved[None] > 10 * saved[32]
+
+
+def test_tiny_llama_end_to_end_gqa():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64)
+    model = LlamaForCausalLM(cfg).train()
+    ids = torch.randint(0, 64, (2, 24))
+    attn = torch.ones(2, 24, dtype=torch.long)
+    attn[1, :5] = 0  # left padding
+    res = []
+    for chunk in (None, 5):
+        state = crisp.enable(model, CrispConfig("x", 0.7, query_chunk=chunk))
+        loss = model(input_ids=ids, attention_mask=attn, labels=ids).loss
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        res.append((loss.detach(), grads, state.sparsity_summary()))
+        crisp.disable(model)
+    torch.testing.assert_close(res[1][0], res[0][0])
+    for a, b in zip(res[1][1], res[0][1]):
+        torch.testing.assert_close(a, b)
+    assert same(res[1][2], res[0][2])
