@@ -134,3 +134,12 @@ def test_differences_by_size_draws_every_size_and_the_claims_at_the_papers_size(
     xs = stars[0].get_offsets()[:, 0]
     assert len(xs) == 2 and np.all(np.abs(np.log10(xs / 67349)) <= 0.06 + 1e-9)
     assert not [c for c in present.differences_by_size(diffs).axes[0].collections if isinstance(c, PathCollection)]
+
+
+def test_short_label_is_one_line_and_says_provisional_or_smoke():
+    from types import SimpleNamespace
+    sel = SimpleNamespace(model="minilm", protocol="full", n_seeds=5, metrics=[0] * 20, hardware="cpu-fp32",
+                          is_experiment=True, is_complete=True)
+    assert present.short_label(sel) == "minilm, protocol full, 5 paired seeds, 20 runs, cpu-fp32"
+    assert present.short_label(SimpleNamespace(**{**vars(sel), "is_complete": False})).endswith("(unfinished grid: provisional)")
+    assert present.short_label(SimpleNamespace(**{**vars(sel), "is_experiment": False})).endswith("(smoke runs: no conclusion)")
