@@ -82,7 +82,10 @@ def cmd_train(args) -> int:
 
     cfg = make_config(args.protocol, **_overrides(args))
     folder = train(cfg)
-    print(f"finished: {folder}")
+    from .distributed import is_main
+
+    if is_main():  # under torchrun: one line, from process 0
+        print(f"finished: {folder}")
     return 0
 
 

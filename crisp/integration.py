@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import warnings
 
 import torch
 from transformers import AttentionInterface
@@ -138,6 +139,7 @@ def crisp_attention(module, query, key, value, attention_mask, dropout: float = 
     if bias is not None:
         scores = scores + bias
     if state is None:
+        _warn_if_saved_settings(module)
         real = torch.ones_like(scores, dtype=torch.bool) if key_mask is None else key_mask.expand(scores.shape)
         probs = masked_softmax(scores, real)
     else:
@@ -145,6 +147,20 @@ def crisp_attention(module, query, key, value, attention_mask, dropout: float = 
     probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous()  # [B, Lq, H, D]
     return out, probs
+
+
+_WARNED: set[int] = set()
+
+
+def _warn_if_saved_settings(module) -> None:
+    """Warn once per config when a model whose config holds Crisp settings runs dense (loaded, never enabled)."""
+    config = getattr(module, "config", None)
+    if isinstance(getattr(config, CONFIG_KEY, None), dict) and id(config) not in _WARNED:
+        _WARNED.add(id(config))  # ids, not attributes: save_pretrained would write an attribute to config.json
+        warnings.warn(
+            f"{type(module).__name__} runs dense: its config holds Crisp settings (saved after crisp.enable) but Crisp "
+            f"attention is not enabled; load with crisp.from_pretrained(ModelClass, path) or call crisp.enable(model)",
+            stacklevel=3)
 
 
 def crisp_mask(*args, **kwargs):

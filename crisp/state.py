@@ -7,6 +7,8 @@ ratio and records what the caller asked for.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .adaptive import SparsityController
@@ -35,6 +37,15 @@ class CrispState:
         self.record_entropy = False  # per-head entropies (an analysis pass; implies record_eval)
         self.reset_stats()
 
+    def __repr__(self) -> str:
+        c = self.config
+        rule = f"keep={c.keep}" if c.keep is not None else f"sparsity={c.sparsity}"
+        recorded = sum(float(f) for f in self.forwards)
+        return (f"CrispState({c.name!r}, {rule}, strategy={c.strategy!r}, granularity={c.granularity!r}, "
+                f"layers={self.n_layers}, heads={self.n_heads}, ratios={[round(r, 3) for r in self.controller.ratios]}, "
+                f"record_sparsity={self.record_sparsity}, record_eval={self.record_eval}, "
+                f"record_entropy={self.record_entropy}, training_forwards_recorded={recorded:g})")
+
     # -- statistics ----------------------------------------------------------------------------
     def reset_stats(self) -> None:
         self.kept = [0.0] * self.n_layers  # kept real entries, summed over forwards
@@ -62,7 +73,7 @@ class CrispState:
     def sparsity_summary(self) -> list[dict]:
         """Per layer: mean target ratio and realized sparsity over real entries since the last reset."""
         self.fold_compiled_counts()
-        rows = []
+        rows, warned = [], False
         for layer in range(self.n_layers):
             forwards = float(self.forwards[layer])
             target = float(self.ratio_sum[layer]) / forwards if forwards else self.controller.ratios[layer]
@@ -70,6 +81,12 @@ class CrispState:
                 target = float("nan")  # a fixed count per row has no target fraction
             kept, real = float(self.kept[layer]), float(self.real[layer])
             realized = 1.0 - kept / real if real else float("nan")
+            if not real and not warned:
+                warned = True
+                why = ("record_sparsity is False" if not self.record_sparsity else
+                       "only evaluation forwards ran and record_eval is False (a loaded model is in eval mode): set "
+                       "state.record_eval = True to count them")
+                warnings.warn(f"realized sparsity is nan: nothing was recorded since the last reset ({why})", stacklevel=2)
             rows.append({"layer": layer, "target_sparsity": target, "realized_sparsity": realized})
         return rows
 

@@ -359,7 +359,9 @@ def train(cfg: TrainConfig) -> Path:
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         label_smoothing_factor=cfg.label_smoothing,  # training loss only; predictions report plain NLL
         report_to=[],
-        disable_tqdm=not cfg.progress,
+        disable_tqdm=not cfg.progress or not distributed.is_main(),  # under torchrun: progress bars from process 0 only
+        ddp_find_unused_parameters=False,  # every parameter of these classifiers gets a gradient each step (checked in
+        # tests/test_distributed.py); True would cost a graph traversal per step and make DDP warn
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         restore_callback_states_from_checkpoint=True,
