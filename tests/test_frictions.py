@@ -77,3 +77,15 @@ def test_every_classifier_parameter_gets_a_gradient():
     model(input_ids=torch.randint(0, 50, (2, 8)), labels=torch.tensor([0, 1])).loss.backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None]
     assert unused == []
+
+
+def test_row_rounding_gap_on_short_causal_inputs():
+    """The README's rule and gap: rows keep max(1, n - floor(s*n)); 10-token causal inputs at 0.8 keep 15 of 55."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_head=2, n_layer=2, n_positions=32)).train()
+    state = crisp.enable(model, CrispConfig("x", 0.8))
+    model(input_ids=torch.randint(0, 50, (3, 10)))
+    for row in state.sparsity_summary():
+        assert row["realized_sparsity"] == pytest.approx(1 - 15 / 55) and row["target_sparsity"] == 0.8
