@@ -74,7 +74,8 @@ def test_temperature_answer_counts_reductions_before_and_after():
     assert text.startswith("Before temperature scaling, 2 of 2 sparse-minus-dense differences")
     assert "after each run's own dev-fitted temperature, 0 are" in text
     assert text.endswith("buys for the dense model too.")
-    assert "2 of 2 size-configuration pairs" in regularization.verdict_sentence(table)
+    verdict = regularization.verdict_sentence(table)
+    assert "2 of 2 size-configuration pairs (at n500)" in verdict and verdict.endswith("buys the dense model too.")
     accuracy = regularization.answer_accuracy(table)
     assert accuracy.startswith("No: of 2 differences") and "1 below zero" in accuracy
 
