@@ -118,8 +118,8 @@ def _step(model, batches, train: bool, device) -> float:
     return time.perf_counter() - start
 
 
-def saved_bytes(model, batch) -> int:
-    """Bytes of distinct storages autograd saves for backward during one training forward."""
+def saved_storages(run) -> dict[int, int]:
+    """``{storage address: bytes}`` of the distinct storages autograd saves for backward while ``run()`` executes."""
     seen, alive = {}, []
 
     def pack(t):
@@ -135,11 +135,17 @@ def saved_bytes(model, batch) -> int:
         return len(alive) - 1
 
     def unpack(_):
-        raise RuntimeError("saved_bytes() graphs are for measurement only; do not call backward on them")
+        raise RuntimeError("graphs built by saved_storages() are for measurement only; do not call backward on them")
 
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        model(**batch).loss
+        run()
     alive.clear()  # the graph keeps the hooks (and so this list) alive: break that cycle here
+    return seen
+
+
+def saved_bytes(model, batch) -> int:
+    """Bytes of distinct storages autograd saves for backward during one training forward (parameters excluded)."""
+    seen = saved_storages(lambda: model(**batch).loss)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     return sum(n for k, n in seen.items() if k not in params)
 

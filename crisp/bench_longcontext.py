@@ -74,25 +74,10 @@ def attention_call(variant: str, sparsity: float = 0.8, heads: int = 4):
 
 
 def saved_bytes_of(fn, inputs) -> int:
-    """Bytes of the distinct storages autograd saves for backward during ``fn(*inputs)``."""
-    seen, alive = {}, []
+    """Bytes of the distinct storages autograd saves for backward during ``fn(*inputs)`` (inputs included)."""
+    from .bench import saved_storages
 
-    def pack(t):
-        try:
-            key = t.untyped_storage().data_ptr()
-            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
-        except RuntimeError:
-            pass
-        alive.append(t)
-        return len(alive) - 1
-
-    def unpack(_):
-        raise RuntimeError("graphs built for measurement only")
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        fn(*inputs)
-    alive.clear()
-    return sum(seen.values())
+    return sum(saved_storages(lambda: fn(*inputs)).values())
 
 
 def _inputs(length, heads=4, dim=64, seed=0):
