@@ -53,13 +53,13 @@ def direction(row, test: str) -> int:
     return -1 if row["mean_diff"] < 0 else 1
 
 
-def fmt(row, test: str = "boot") -> str:
+def fmt(row, test: str = "boot", unit: bool = True) -> str:
     """``-0.120 nats [-0.197, -0.045]`` in the metric's unit, with the interval of ``test``."""
-    unit, scale, digits = UNITS[row["metric"]]
+    name, scale, digits = UNITS[row["metric"]]
     lo, hi = row[f"{test}_ci_low"], row[f"{test}_ci_high"]
     value = f"{scale * row['mean_diff']:+.{digits}f}"
     text = value if pd.isna(lo) else f"{value} [{scale * lo:+.{digits}f}, {scale * hi:+.{digits}f}]"
-    return f"{text} {unit}".rstrip()
+    return f"{text} {name}".rstrip() if unit else text
 
 
 def _rows(table, **where) -> pd.DataFrame:
@@ -214,11 +214,12 @@ def difference_table(table: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     rows = _rows(table, split=split, reference="baseline")
     out = []
     for _, r in rows.iterrows():
-        out.append({"size": r["size"], "configuration": r["config"], "seeds": r["n_seeds"],
-                    "measure": METRIC_NAMES[r["metric"]]
-                    + (" after temperature" if r["scaling"] == "temperature" else ""),
-                    "these sentences (paired t)": fmt(r, "t") + f", Holm p {_p(r['t_p_holm'])}",
-                    "new sentences too (bootstrap)": fmt(r, "boot") + f", Holm p {_p(r['boot_p_holm'])}"})
+        name = UNITS[r["metric"]][0]
+        out.append({"size": r["size"], "configuration": r["config"],
+                    "measure": METRIC_NAMES[r["metric"]] + (" after T" if r["scaling"] == "temperature" else "")
+                    + (f" ({name})" if name else ""),
+                    "these sentences": fmt(r, "t", unit=False), "p": _p(r["t_p_holm"]),
+                    "new sentences too": fmt(r, "boot", unit=False), "p ": _p(r["boot_p_holm"])})
     return pd.DataFrame(out)
 
 
