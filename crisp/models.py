@@ -160,12 +160,11 @@ def load(model: str, num_labels: int = 2, seed: int | None = None, attention_dro
         from transformers import AutoConfig
 
         try:
-            overrides[attention_dropout_key(AutoConfig.from_pretrained(source))] = attention_dropout
-        except ModelError:
-            raise
+            config = AutoConfig.from_pretrained(source)
         except Exception as err:
             raise ModelError(f"could not read the config of model {model!r} ({source}): {type(err).__name__}: "
                              f"{str(err).splitlines()[0][:300]}") from None
+        overrides[attention_dropout_key(config)] = attention_dropout
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     try:
