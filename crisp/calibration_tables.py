@@ -20,6 +20,7 @@ temperature of each run is held fixed: its own uncertainty (from dev) is not pro
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,15 @@ def _runs(sel: report.Selection) -> pd.DataFrame:
 
 
 def _predictions(run_dir, split: str) -> pd.DataFrame | None:
+    """A run's predictions in ``idx`` order (read once per file version: every comparison reuses them; not to be
+    modified by the caller)."""
     path = Path(run_dir) / f"predictions_{split}.csv"
-    return pd.read_csv(path).sort_values("idx").reset_index(drop=True) if path.is_file() else None
+    return _read_sorted(str(path), path.stat().st_mtime_ns) if path.is_file() else None
+
+
+@functools.lru_cache(maxsize=512)
+def _read_sorted(path: str, mtime_ns: int) -> pd.DataFrame:
+    return pd.read_csv(path).sort_values("idx").reset_index(drop=True)
 
 
 def run_scores(sel: report.Selection) -> pd.DataFrame:
