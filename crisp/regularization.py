@@ -200,10 +200,10 @@ def figure(table: pd.DataFrame, split: str = "test"):
                             capsize=2)
             ax.axvline(0, color="black", linewidth=0.8)
             ax.set_yticks(range(len(configs)), configs)
-            ax.invert_yaxis() if i == 0 and j == 0 else None
             if i == 0:
                 ax.set_title(size)
             ax.set_xlabel(f"{title} ({unit})" if unit else title, fontsize=9)
+    axes[0, 0].invert_yaxis()  # shared y: the first configuration on top in every panel
     fig.suptitle(f"Each configuration minus dense, {split} split (95% two-level bootstrap intervals)", fontsize=11)
     fig.tight_layout()
     return fig
