@@ -169,5 +169,7 @@ def test_unknown_hub_model_offline_is_one_clear_error(tmp_path, sst2_dir, capsys
     assert cli.main(["train", "--model", "no-such-org/no-such-model", "--data", str(sst2_dir),
                      "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "could not load model 'no-such-org/no-such-model' (hub id" in err and len(err.strip().splitlines()) == 1
+    # issue 27: offline, an unknown name fails before any load, listing the short names
+    assert "unknown model 'no-such-org/no-such-model'" in err and "minilm" in err and "offline" in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
