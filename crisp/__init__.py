@@ -1,5 +1,13 @@
-"""crisp: top-k (Crisp) attention for Hugging Face transformers models, and a reproduction of
-Gandhi & Gandhi (2025), *Crisp Attention: Regularizing Transformers via Structured Sparsity*."""
+"""crisp: top-k (Crisp) attention for Hugging Face transformers models.
+
+This package is the library: the rule (:mod:`crisp.attention`), its configurations, the integration into
+transformers (``enable`` / ``disable``), adapters for modules that compute their own attention, and the
+long-context path. It needs torch and transformers only.
+
+The reproduction of Gandhi & Gandhi (2025), *Crisp Attention: Regularizing Transformers via Structured
+Sparsity*, lives in two subpackages that need the ``study`` extra: :mod:`crisp.study` (training, grids,
+benchmarks, the ``crisp`` command) and :mod:`crisp.analysis` (statistics, summaries, the book's text).
+"""
 
 from .adapters import register_adapter
 from .adaptive import SparsityController, allocate

@@ -193,10 +193,8 @@ def check(name: str, prop: str, device="cpu") -> bool | None:
     raise ValueError(f"unknown check {prop!r}; choose one of {', '.join(CHECKS)}")
 
 
-def table(names=None, checks=CHECKS, device="cpu"):
-    """One row per architecture, one column per check: True / False / None (does not apply)."""
-    import pandas as pd
-
+def table(names=None, checks=CHECKS, device="cpu") -> list[dict]:
+    """One row per architecture (a dict), one key per check: True / False / None (does not apply)."""
     rows = []
     for name in names or ARCHITECTURES:
         row = {"architecture": name, "model": type(build(name)).__name__}
@@ -207,4 +205,4 @@ def table(names=None, checks=CHECKS, device="cpu"):
                 row[prop] = False
                 row.setdefault("error", f"{prop}: {type(err).__name__}: {err}")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return rows

@@ -59,7 +59,7 @@ def test_adaptive_ratios_under_torch_compile_move_without_recompiling():
     from torch._dynamo.utils import counters
 
     import crisp
-    from crisp import bench
+    from crisp.study import bench
 
     torch.manual_seed(0)
     model = bench.build_model("tiny").train()

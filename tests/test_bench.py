@@ -5,8 +5,8 @@ import pytest
 import pandas as pd
 import torch
 
-from crisp import bench
-from crisp.cli import main
+from crisp.study import bench
+from crisp.study.cli import main
 
 
 def test_bench_tiny_runs_and_reports_ratios(tmp_path):

@@ -1,11 +1,11 @@
-"""Known answers for NLL, Brier, ECE and temperature scaling (crisp.calibration), and the ECE bootstrap."""
+"""Known answers for NLL, Brier, ECE and temperature scaling (crisp.analysis.calibration), and the ECE bootstrap."""
 
 import math
 
 import numpy as np
 import pytest
 
-from crisp import calibration, calibration_tables
+from crisp.analysis import calibration, calibration_tables
 
 
 def test_nll_and_brier_by_hand():

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from crisp import campaign, campaign_pack, campaign_payload, models
-from crisp.cli import main
+from crisp.study import campaign, campaign_pack, campaign_payload, models
+from crisp.study.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_unpack_refuses_damaged_parts(tmp_path):
 
 
 def test_no_run_starts_after_the_deadline():
-    from crisp.train import make_config
+    from crisp.study.train import make_config
 
     cfg = make_config("small", model="tiny-bert", seed=0, output="/nonexistent")
     report = campaign.train_within([(cfg, False)], deadline=time.monotonic() - 1, workers=2, run_seconds=1.0,

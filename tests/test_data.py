@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from crisp.data import DataError, load_sst2, read_glue_tsv
+from crisp.study.data import DataError, load_sst2, read_glue_tsv
 from conftest import synthetic_rows, write_tsv
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crisp import datasize, report, results, summary
+from crisp.analysis import datasize, report, summary
+from crisp.study import results
 from crisp.configs import CONFIGS
 from test_report import fake_run
 

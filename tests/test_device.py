@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import crisp
-from crisp import models
+from crisp.study import models
 from crisp.attention import kept_per_row
-from crisp.train import make_config, train
+from crisp.study.train import make_config, train
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # relative error of the probabilities against a float64 reference: float32 arithmetic inside the rule, inputs

@@ -56,8 +56,8 @@ def test_two_processes_write_one_run_like_one_process(sst2_dir, tmp_path):
               "--protocol", "small", "--epochs", "2", "--logging-steps", "1", "--no-progress", "--no-group-by-length"]
     two, one = tmp_path / "two", tmp_path / "one"
     _train([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-            "-m", "crisp.cli", *common, "--batch-size", "8", "--output", str(two)], env={"OMP_NUM_THREADS": "1"})
-    _train([sys.executable, "-m", "crisp.cli", *common, "--batch-size", "16", "--output", str(one)])
+            "-m", "crisp.study.cli", *common, "--batch-size", "8", "--output", str(two)], env={"OMP_NUM_THREADS": "1"})
+    _train([sys.executable, "-m", "crisp.study.cli", *common, "--batch-size", "16", "--output", str(one)])
     runs = list(two.glob("**/metrics.json"))
     assert len(runs) == 1  # one folder, written once
     folder = runs[0].parent

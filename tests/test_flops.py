@@ -1,4 +1,4 @@
-"""Known answers for crisp.flops, computed by hand here (not by calling the module twice)."""
+"""Known answers for crisp.study.flops, computed by hand here (not by calling the module twice)."""
 
 from types import SimpleNamespace
 
@@ -6,10 +6,10 @@ import pytest
 
 import pandas as pd
 
-from crisp.flops import (
-    DISTILBERT, MINILM, Shape, attention_share, layer_flops, reduction_table, share_curve, table2_comparison,
-    training_flops_factor,
-)
+from crisp.study.flops import (
+                               DISTILBERT, MINILM, Shape, attention_share, layer_flops, reduction_table, share_curve, table2_comparison,
+                               training_flops_factor,
+                               )
 
 L = 512
 D, F, H = 768, 3072, 12

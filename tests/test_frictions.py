@@ -56,7 +56,8 @@ def test_saved_crisp_model_loaded_with_crisp_name_warns(tmp_path):
 
 
 def test_finished_line_only_from_process_zero(monkeypatch, capsys):
-    from crisp import cli, distributed, train
+    from crisp.study import cli, train
+    from crisp import distributed
 
     monkeypatch.setattr(train, "train", lambda cfg: "data/runs/x")
     monkeypatch.setattr(train, "make_config", lambda *a, **k: None)
@@ -71,7 +72,7 @@ def test_finished_line_only_from_process_zero(monkeypatch, capsys):
 
 
 def test_every_classifier_parameter_gets_a_gradient():
-    """Why DDP runs with find_unused_parameters=False (crisp.train): no parameter of the classifiers is unused."""
+    """Why DDP runs with find_unused_parameters=False (crisp.study.train): no parameter of the classifiers is unused."""
     model = tiny_bert().train()
     crisp.enable(model, CrispConfig("x", 0.8))
     model(input_ids=torch.randint(0, 50, (2, 8)), labels=torch.tensor([0, 1])).loss.backward()

@@ -7,8 +7,8 @@ import os
 import pandas as pd
 import pytest
 
-from crisp import cli, grid
-from crisp.train import make_config, train
+from crisp.study import cli, grid
+from crisp.study.train import make_config, train
 
 
 def _cfg(sst2_dir, out, **kw):

@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from crisp import report, results
+from crisp.analysis import report
+from crisp.study import results
 from crisp.configs import CONFIGS
 
 

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from crisp import cli, grid, launch
-from crisp.train import make_config
+from crisp.study import cli, grid, launch
+from crisp.study.train import make_config
 
 
 @pytest.fixture

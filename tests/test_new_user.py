@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import crisp
-from crisp import bench, cli, models
-from crisp.train import TrainConfig, make_config, train
+from crisp.study import bench, cli, models
+from crisp.study.train import TrainConfig, make_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def _no_network(*args, **kwargs):
 def test_unknown_model_offline_fails_before_the_data_and_the_network(sst2_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(socket, "create_connection", _no_network)
-    monkeypatch.setattr("crisp.data.load_sst2", _no_network)
+    monkeypatch.setattr("crisp.study.data.load_sst2", _no_network)
     started = time.perf_counter()
     assert cli.main(["train", "--model", "minilmm", "--data", str(sst2_dir), "--output", str(tmp_path)]) == 2
     assert time.perf_counter() - started < 5
@@ -67,10 +67,10 @@ def test_reversed_seed_range_is_named(capsys):
 
 
 def test_unwritable_output_fails_before_the_model_loads(sst2_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr("crisp.models.load", _no_network)
+    monkeypatch.setattr("crisp.study.models.load", _no_network)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(crisp.results.OutputError, match="is not writable"):
+    with pytest.raises(crisp.study.results.OutputError, match="is not writable"):
         train(_tiny(sst2_dir, blocker / "runs"))
 
 
@@ -95,7 +95,7 @@ class Stop(Exception):
 
 
 def test_resume_says_so_and_one_whole_checkpoint_is_kept(sst2_dir, tmp_path, monkeypatch, capsys):
-    from crisp.trainer import STATE_FILE, StateSaver
+    from crisp.study.trainer import STATE_FILE, StateSaver
 
     cfg = _tiny(sst2_dir, tmp_path, batch_size=4, save_steps=2, logging_steps=2)
     saved = StateSaver.on_save

@@ -8,12 +8,12 @@ import re
 import nbformat
 import pytest
 
-from crisp import cli
-from crisp.data import DataError
-from crisp.notebook_runs import (NOTEBOOK, NotebookRunError, check_parameters, notebook_parameters, repo_root,
-                                 run_notebook)
-from crisp.results import RunExistsError, is_finished
-from crisp.train import TrainConfig, make_config
+from crisp.study import cli
+from crisp.study.data import DataError
+from crisp.study.notebook_runs import (NOTEBOOK, NotebookRunError, check_parameters, notebook_parameters, repo_root,
+                                       run_notebook)
+from crisp.study.results import RunExistsError, is_finished
+from crisp.study.train import TrainConfig, make_config
 
 NOTEBOOK_DEFAULTS = dict(model="tiny-distilbert", config="baseline", seed=0, protocol="small", data=None,
                          output=None, train_size=200, epochs=1.0, batch_size=16, grad_accum=4, granularity="row",
@@ -61,7 +61,7 @@ def test_check_parameters_gives_make_config(params, sst2_dir, tmp_path):
 
 
 def test_every_train_config_field_type_is_checked():
-    from crisp.notebook_runs import _EXPECTED
+    from crisp.study.notebook_runs import _EXPECTED
 
     assert {str(f.type) for f in dataclasses.fields(TrainConfig)} <= set(_EXPECTED)
 

@@ -1,4 +1,4 @@
-"""Every reading of the paper's padding (crisp.readings) against loop references, inside a tiny
+"""Every reading of the paper's padding (crisp.study.readings) against loop references, inside a tiny
 encoder, and the `crisp padding` study end to end on a tiny model and synthetic sentences."""
 
 import math
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from crisp import cli, models
-from crisp import padding as P
-from crisp import readings as R
+from crisp.study import cli, models
+from crisp.study import padding as P
+from crisp.study import readings as R
 
 FMIN = torch.finfo(torch.float32).min
 
@@ -173,7 +173,7 @@ def test_dense_reading_is_hf_eager_bitwise_and_mask_first_is_dense(tiny):
 
 
 def test_measure_on_a_tiny_encoder(tiny, sst2_dir):
-    from crisp import data
+    from crisp.study import data
 
     net, tok = tiny
     texts = data.load_sst2(sst2_dir)["dev"].sentences[:6]
@@ -191,7 +191,7 @@ def test_measure_on_a_tiny_encoder(tiny, sst2_dir):
 
 
 def test_measure_stops_at_the_deadline(tiny, sst2_dir):
-    from crisp import data
+    from crisp.study import data
 
     net, tok = tiny
     texts = data.load_sst2(sst2_dir)["dev"].sentences[:6]

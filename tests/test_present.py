@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crisp import present
+from crisp.analysis import present
 
 
 def test_ci_formats_percent_interval_and_sign():

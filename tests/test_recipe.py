@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from crisp import cli, grid, recipe, report, results, summary
-from crisp.train import PROTOCOLS, TrainConfig, make_config, train
+from crisp.study import cli, grid, recipe, results
+from crisp.analysis import report, summary
+from crisp.study.train import PROTOCOLS, TrainConfig, make_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

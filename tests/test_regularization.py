@@ -1,10 +1,11 @@
-"""The regularizer configurations (crisp.train) and the generated answers of the chapter (crisp.regularization)."""
+"""The regularizer configurations (crisp.study.train) and the generated answers of the chapter (crisp.analysis.regularization)."""
 
 import pandas as pd
 import pytest
 
-from crisp import models, regularization
-from crisp.train import TrainConfig, make_config
+from crisp.study import models
+from crisp.analysis import regularization
+from crisp.study.train import TrainConfig, make_config
 
 
 def test_regularizer_configurations_set_their_knob_and_keep_dense_attention():

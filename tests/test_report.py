@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crisp import report, results, stats
+from crisp.analysis import report, stats
+from crisp.study import results
 from crisp.configs import CONFIGS
 
 
@@ -141,7 +142,7 @@ def test_single_run_tables_from_runs(tmp_path):
 
 
 def test_mechanism_tables_find_the_injected_differences(tmp_path):
-    from crisp import mechanism
+    from crisp.analysis import mechanism
     _grid(tmp_path)
     sel = report.select(tmp_path)
     ent = mechanism.entropy_differences(sel)

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from crisp import results
+from crisp.study import results
 
 
 def test_crash_while_writing_json_keeps_the_old_file(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ def bigger_data(tmp_path_factory):
 
 
 def command(data, output):
-    return [sys.executable, "-m", "crisp.cli", "train", "--model", "tiny-bert", "--config", "aggressive_sparse",
+    return [sys.executable, "-m", "crisp.study.cli", "train", "--model", "tiny-bert", "--config", "aggressive_sparse",
             "--seed", "3", "--data", str(data), "--output", str(output), "--protocol", "small", "--epochs", "2",
             "--batch-size", "4", "--grad-accum", "2", "--save-steps", "10", "--logging-steps", "5", "--no-progress"]
 

@@ -1,4 +1,4 @@
-"""Tests for crisp.stats on synthetic data whose answers are known by hand or by construction."""
+"""Tests for crisp.analysis.stats on synthetic data whose answers are known by hand or by construction."""
 
 import math
 
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from crisp import bootstrap, single_run
-from crisp.stats import (COMPARISON_COLUMNS, compare_to_baseline, correlation, holm, mcnemar, mcnemar_runs,
-                         minimum_detectable_difference, paired_difference, paired_tests, summarize)
+from crisp.analysis import bootstrap, single_run
+from crisp.analysis.stats import (COMPARISON_COLUMNS, compare_to_baseline, correlation, holm, mcnemar, mcnemar_runs,
+                                  minimum_detectable_difference, paired_difference, paired_tests, summarize)
 
 T_975_DF2 = 4.302652729911275  # t quantile 0.975 with 2 degrees of freedom (tables: 4.303)
 T_975_DF4 = 2.7764451051977987  # ... with 4 degrees of freedom (tables: 2.776)
@@ -389,8 +389,8 @@ def test_all_beat_normal_known_answers():
 
 # ---------------------------------------------------------------- verdict
 
-from crisp import mechanism  # noqa: E402
-from crisp.verdict import reading_text, readings_fact, verdict  # noqa: E402
+from crisp.analysis import mechanism  # noqa: E402
+from crisp.analysis.verdict import reading_text, readings_fact, verdict  # noqa: E402
 
 
 def _boot(split, p_zero_holm=(0.6, 0.6, 0.6), p_claim_holm=(0.01, 0.003, 0.2)):
@@ -447,13 +447,13 @@ def test_verdict_is_a_plain_sentence_the_scope_once_and_bullets():
 
 
 def test_plain_words_follow_their_thresholds():
-    from crisp.verdict import amount, direction
+    from crisp.analysis.verdict import amount, direction
     assert [amount(x) for x in (0.001, 0.003, 0.0074, 0.0076, 0.012, 0.0151, -0.026)] == [
         "under a quarter of a point", "about half a point", "about half a point", "about one point",
         "about one point", "about 1.5 points", "about 2.5 points"]
     assert [direction(x) for x in (0.0009, -0.0009, -0.005, 0.005, -0.015, 0.025)] == [
         "about the same", "about the same", "slightly lower", "slightly higher", "lower", "much higher"]
-    from crisp.verdict import plain_sentence
+    from crisp.analysis.verdict import plain_sentence
     mixed = pd.concat([_boot("dev"), _boot("test").assign(mean_diff=0.0002)])
     assert plain_sentence(mixed) == ("Pruning 60-80% of MiniLM's attention in SST-2 fine-tuning left accuracy, on "
                                      "average, slightly lower than dense attention (about half a point) on dev; about "
@@ -461,7 +461,7 @@ def test_plain_words_follow_their_thresholds():
 
 
 def test_noisy_claim_known_answers():
-    from crisp.verdict import claims, noisy_claim_p, power_against
+    from crisp.analysis.verdict import claims, noisy_claim_p, power_against
     # claim 1.645 sd above the estimate, our estimate exact: p = 0.05 both ways
     assert noisy_claim_p(1.645, 0.0, 0.0, 1.0) == pytest.approx((0.05, 0.05), abs=1e-4)
     # our estimate's noise counts too: (claim - estimate) / sqrt(3^2 + 4^2) = 1.96 / 1 -> 0.025
@@ -482,7 +482,7 @@ def test_noisy_claim_known_answers():
 
 
 def test_headline_fits_in_the_box_and_says_both_tests():
-    from crisp.verdict import headline
+    from crisp.analysis.verdict import headline
     boot = pd.concat([_boot("dev"), _boot("test")])
     comps = {"dev": _comparison(), "test": _comparison((0.7, 1.0, 1.0))}
     text = headline(boot, model="minilm", protocol="full", n_seeds=5, hardware="cpu-fp32", comparisons=comps,
@@ -581,7 +581,7 @@ def test_crossed_se_known_answers():
 
 
 def test_calibration_bullet_reads_both_tests_and_ignores_regularizers():
-    from crisp.verdict import calibration_text
+    from crisp.analysis.verdict import calibration_text
     rows = [dict(split="dev", scaling="raw", metric="nll", reference="baseline", config=c, mean_diff=d, t_p_holm=tp,
                  boot_p_holm=bp) for c, d, tp, bp in [("uniform_sparse", -0.1, 0.001, 0.01), ("light_sparse", -0.08, 0.001, 0.2),
                                                      ("aggressive_sparse", 0.01, 0.5, 0.9), ("label_smoothing", 0.3, 0.0, 0.0)]]
@@ -593,7 +593,7 @@ def test_calibration_bullet_reads_both_tests_and_ignores_regularizers():
 
 
 def test_judgement_words_follow_their_thresholds():
-    from crisp.verdict import how_often, trained_share
+    from crisp.analysis.verdict import how_often, trained_share
     assert how_often(0.1686) == "about one time in 6: not unusual"
     assert how_often(0.02) == "about one time in 50: unusual" and how_often(0.001) == "about one time in 1,000: rare"
     assert trained_share(-0.01, -0.2).startswith("the learned part is 5% of it, so the sharper attention the model uses "
@@ -604,7 +604,7 @@ def test_judgement_words_follow_their_thresholds():
 
 
 def test_cost_comparison_words():
-    from crisp.verdict import cost_comparison
+    from crisp.analysis.verdict import cost_comparison
     assert cost_comparison(20.0, 0.05).endswith("the padding costs many times what the sparsity could save (400 times)")
     assert "several times what" in cost_comparison(0.3, 0.05) and "less than what" in cost_comparison(0.01, 0.05)
     assert cost_comparison(20.0, 0.05).startswith("padding every sentence to 512 adds 2,000% to a training epoch's time")

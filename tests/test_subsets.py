@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from crisp.subsets import label_counts, subset
-from crisp.train import PROTOCOLS, SIZE_PROTOCOLS, SIZE_RULE, make_config
+from crisp.study.subsets import label_counts, subset
+from crisp.study.train import PROTOCOLS, SIZE_PROTOCOLS, SIZE_RULE, make_config
 
 LABELS = [1 if (i * 7919) % 10 < 6 else 0 for i in range(5000)]  # 60% positive, in no particular order
 
@@ -48,7 +48,7 @@ def test_size_protocols_are_presets_with_the_papers_step():
 
 
 def test_size_protocols_follow_the_stated_rule():
-    # at least 5 epochs and at least 320 optimizer steps of 64 sentences (crisp.train.PROTOCOLS)
+    # at least 5 epochs and at least 320 optimizer steps of 64 sentences (crisp.study.train.PROTOCOLS)
     for name in SIZE_PROTOCOLS:
         p = PROTOCOLS[name]
         steps = -(-p["train_size"] // 64) * p["epochs"]

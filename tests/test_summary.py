@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crisp import cli, report, results, stats, summary
+from crisp.study import cli, results
+from crisp.analysis import report, stats, summary
 from crisp.configs import CONFIGS
 from test_report import fake_run
 

@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from crisp import cli
-from crisp.results import RUN_FILES, RunExistsError
-from crisp.train import TrainConfig, make_config, train
+from crisp.study import cli
+from crisp.study.results import RUN_FILES, RunExistsError
+from crisp.study.train import TrainConfig, make_config, train
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ fp32, no mask, random ``q, k, v``), one forward + backward of
   size ``query_chunk="auto"`` would choose from 4096 keys on, used at every length here).
 
 ``saved_mb`` is exact: the bytes of the distinct storages autograd keeps for backward during the
-forward (``torch.autograd.graph.saved_tensors_hooks``, as :func:`crisp.bench.saved_bytes`), inputs
+forward (``torch.autograd.graph.saved_tensors_hooks``, as :func:`crisp.study.bench.saved_bytes`), inputs
 ``q, k, v`` included. Times are medians over ``repeats`` rounds after ``warmup``, the variants
 interleaved in a fresh random order each round; ratios are medians of round-by-round ratios (drift
 of a shared machine cancels). A variant whose estimated peak memory exceeds ``memory_gib`` is not
@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .configs import CrispConfig
-from .integration import crisp_attention
-from .longcontext import CHUNK_ENTRIES
-from .state import CrispState
+from ..configs import CrispConfig
+from ..integration import crisp_attention
+from ..longcontext import CHUNK_ENTRIES
+from ..state import CrispState
 
 LENGTHS = (1024, 4096, 8192, 16384)
 VARIANTS = ("eager", "sdpa", "crisp", "crisp-chunked")

@@ -1,6 +1,6 @@
 """A run's recipe, and the protocol name that spells it out.
 
-A protocol is a named preset (:data:`crisp.train.PROTOCOLS`). A run whose recipe differs from its preset is
+A protocol is a named preset (:data:`crisp.study.train.PROTOCOLS`). A run whose recipe differs from its preset is
 named by the preset plus one tag per difference, in a fixed order, so two runs share a protocol folder only
 if they share a recipe::
 
@@ -21,7 +21,7 @@ carries: granularity, paper padding, precision and the regularizer knobs (``base
 
 from __future__ import annotations
 
-# Recipe fields of crisp.train.TrainConfig, in tag order, each with its tag; "step_sentences" is
+# Recipe fields of crisp.study.train.TrainConfig, in tag order, each with its tag; "step_sentences" is
 # batch_size x grad_accum x processes.
 TAGS = {
     "train_size": lambda v: "nall" if v is None else f"n{v}",

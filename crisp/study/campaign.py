@@ -4,12 +4,12 @@ Run from the repository root on the GPU machine (README, "Running on a lent GPU"
 stages, logging each to ``<out>/campaign.log``, and stops early if one that matters fails:
 
 1. ``machine``: CUDA, bf16, torch and transformers versions (refused without CUDA unless ``dry_run``).
-2. ``payload``: MiniLM, SST-2 and the wheels from the payload folder (:mod:`crisp.campaign_payload`).
+2. ``payload``: MiniLM, SST-2 and the wheels from the payload folder (:mod:`crisp.study.campaign_payload`).
 3. ``device tests``: ``tests/test_device.py`` with ``--crisp-device cuda``; a failure stops the campaign.
 4. ``training``: the plan (:func:`plan`), ``workers`` runs at once, each in a fresh process (the workers machinery
-   of :mod:`crisp.grid`), within a wall-clock budget (:func:`train_within`): a run starts only if it is expected
+   of :mod:`crisp.study.grid`), within a wall-clock budget (:func:`train_within`): a run starts only if it is expected
    to finish before the deadline, and runs still training at the deadline are stopped and left out.
-5. ``pack runs``: every finished run folder (:mod:`crisp.campaign_pack`), before anything else can go wrong.
+5. ``pack runs``: every finished run folder (:mod:`crisp.study.campaign_pack`), before anything else can go wrong.
 6. ``bench``: eager, SDPA and Crisp at SST-2 lengths, padded to 512, at 128 and 512, and at long contexts.
 7. ``pack bench`` and the manifest: at most 8 files in ``out``, each under 16 MiB.
 
@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 from . import campaign_pack, campaign_payload
-from .configs import CONFIGS
+from ..configs import CONFIGS
 
-# The pad-to-512 readings of the paper (crisp.readings) as training options. pad512-raw-row is exactly
+# The pad-to-512 readings of the paper (crisp.study.readings) as training options. pad512-raw-row is exactly
 # TrainConfig(paper_padding=True, granularity="row"): every sentence padded to 512 and padding keys competing in the
 # row top-k on their raw scores (crisp.attention's count_padding). pad512-maskfirst has no training option: there the
 # padding mask enters the scores first, so padding never wins a place and each row keeps its top 512 - floor(s*512)
@@ -41,7 +41,7 @@ from .configs import CONFIGS
 PAD512_TRAINABLE = {"pad512-raw-row": {"paper_padding": True, "granularity": "row"}}
 PAD512_NOT_TRAINED = {"pad512-maskfirst": "no training option: with the mask first, every real key of an SST-2 "
                                           "sentence is kept at ratios 0.6 and 0.8 (dense; its baseline is "
-                                          "baseline-paperpad of pad512-raw-row); see crisp/campaign.py"}
+                                          "baseline-paperpad of pad512-raw-row); see crisp/study/campaign.py"}
 
 
 @dataclasses.dataclass
@@ -159,7 +159,7 @@ CHILD_ENV = ("PYTHONPATH", "CRISP_MINILM_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_O
 
 
 def _child(cfg, notebook: bool, threads: int, env: dict) -> float:
-    """Body of a run's process: this campaign's environment, then :func:`crisp.grid._worker` (one run, its log)."""
+    """Body of a run's process: this campaign's environment, then :func:`crisp.study.grid._worker` (one run, its log)."""
     from . import grid
 
     for key in CHILD_ENV:
@@ -172,11 +172,11 @@ def _child(cfg, notebook: bool, threads: int, env: dict) -> float:
 
 def _context(start: bool = False):
     """Fresh processes forked from a server that imported torch, transformers and the trainer once (and touched no
-    device): each run starts in a clean process, as with ``spawn`` in :mod:`crisp.grid`, without paying the imports
+    device): each run starts in a clean process, as with ``spawn`` in :mod:`crisp.study.grid`, without paying the imports
     again (seconds per run on a GPU machine's 16 workers, ~20 s on a loaded 2-core CI machine). ``start``: start the
     server now; its imports then run while the device tests do."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "transformers", "crisp.train", "crisp.trainer", "crisp.grid"])
+    context.set_forkserver_preload(["torch", "transformers", "crisp.study.train", "crisp.study.trainer", "crisp.study.grid"])
     if start:
         from multiprocessing import forkserver
 
@@ -351,7 +351,7 @@ def run(s: Settings) -> int:
         log.handle.close()
 
 
-def main(argv=None) -> int:  # python -m crisp.campaign ...: the same as `crisp campaign`
+def main(argv=None) -> int:  # python -m crisp.study.campaign ...: the same as `crisp campaign`
     from .cli import main as cli_main
 
     return cli_main(["campaign", *(argv if argv is not None else sys.argv[1:])])

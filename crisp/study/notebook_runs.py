@@ -1,8 +1,8 @@
 """Runs through the parameterized notebook ``notebooks/run.ipynb`` (``crisp grid --notebooks``).
 
 The notebook is a thin record of one run: it validates its parameters (:func:`check_parameters`),
-calls :func:`crisp.train.train` and prints and plots a summary. :func:`run_notebook` executes it with
-papermill for a :class:`~crisp.train.TrainConfig` and keeps the executed copy in the run folder::
+calls :func:`crisp.study.train.train` and prints and plots a summary. :func:`run_notebook` executes it with
+papermill for a :class:`~crisp.study.train.TrainConfig` and keeps the executed copy in the run folder::
 
     <run folder>/run.ipynb          after a successful run
     <run folder>/run-failed.ipynb   after a failed one (red error cells; removed by a later success)
@@ -57,8 +57,8 @@ def check_parameters(**params) -> TrainConfig:
     notebook's way to pass fields it has no parameter for, e.g. ``{"learning_rate": 1e-05}``).
 
     Types are checked here (papermill passes whatever it is given); names, ranges and combinations
-    are checked by :func:`crisp.train.make_config`. ``protocol`` must be a preset name; values that
-    change its recipe add a tag per difference to the name (``small-n200-b64``, :mod:`crisp.recipe`). ``output=None`` gives a fresh temporary folder,
+    are checked by :func:`crisp.study.train.make_config`. ``protocol`` must be a preset name; values that
+    change its recipe add a tag per difference to the name (``small-n200-b64``, :mod:`crisp.study.recipe`). ``output=None`` gives a fresh temporary folder,
     ``data=None`` means ``$CRISP_SST2_DIR``, else the hub; a data folder must exist.
     """
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -73,7 +73,7 @@ def check_parameters(**params) -> TrainConfig:
         params.update(options)
     for name, value in params.items():
         if name not in fields:
-            raise ValueError(f"unknown parameter {name} = {_show(value)}; expected a crisp.train.TrainConfig field "
+            raise ValueError(f"unknown parameter {name} = {_show(value)}; expected a crisp.study.train.TrainConfig field "
                              f"({', '.join(fields)})")
         if name in ("data", "output") and isinstance(value, os.PathLike):
             params[name] = value = os.fspath(value)
@@ -130,7 +130,7 @@ def run_notebook(cfg: TrainConfig, template=None) -> Path:
 
     Paths in ``cfg`` (output, data, a local model folder) are made absolute, so the kernel, which runs
     in the repository root, sees the same files as the caller. A finished run raises
-    :class:`~crisp.results.RunExistsError` unless ``cfg.overwrite``. A failure raises
+    :class:`~crisp.study.results.RunExistsError` unless ``cfg.overwrite``. A failure raises
     :class:`NotebookRunError`, one line: the kept ``run-failed.ipynb``, the failing cell (its index
     in the executed notebook, counting papermill's injected-parameters cell, and its ``In [n]``; the
     kept copy also has papermill's two error banners inserted), the error type and its first line.
@@ -150,7 +150,7 @@ def run_notebook(cfg: TrainConfig, template=None) -> Path:
         planned = None  # the notebook's validation cell reports it, naming its cell
     if planned is not None and planned != target:
         raise ValueError(f"the run notebook cannot reproduce this configuration (protocol {cfg.protocol!r} with "
-                         f"these values); build it with crisp.train.make_config")
+                         f"these values); build it with crisp.study.train.make_config")
     if results.is_finished(folder) and not cfg.overwrite:  # as train() would, without a kernel or a failed copy
         raise results.RunExistsError(f"{folder} holds a finished run; pass --overwrite to replace it, or another --output / --seed")
     folder.mkdir(parents=True, exist_ok=True)

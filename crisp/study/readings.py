@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import check_sparsity, key_mask_of, masked_softmax, topk_keep_mask
+from ..attention import check_sparsity, key_mask_of, masked_softmax, topk_keep_mask
 
 MASK_VALUES = ("finfo.min", "-inf", "none")
 
@@ -289,7 +289,7 @@ def register() -> None:
 
 def use(model: torch.nn.Module, reading="dense", sparsity: float = 0.0) -> ReadingState:
     """Switch a BERT/DistilBERT-family ``model`` to :data:`NAME` running ``reading``; returns its state."""
-    from .integration import attention_modules
+    from ..integration import attention_modules
 
     layers = attention_modules(model)
     if not layers:

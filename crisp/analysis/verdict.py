@@ -98,7 +98,7 @@ def plain_sentence(boot: pd.DataFrame, model: str = "minilm") -> str:
     """The verdict's first sentence, for anyone: what was tested, on what, and the direction and size of the mean
     difference over the sparse configurations (sparse minus dense, ``boot`` rows) per split, in words
     (:func:`direction`, :func:`amount`)."""
-    from .configs import CONFIGS
+    from ..configs import CONFIGS
     targets = sorted({round(100 * CONFIGS[c].mean_sparsity) for c in boot["config"] if c in CONFIGS})
     share = (f"{targets[0]}%" if len(targets) == 1 else f"{targets[0]}-{targets[-1]}%") if targets else "part"
     splits = list(dict.fromkeys(boot["split"]))
@@ -130,7 +130,7 @@ def both_tests(boot: pd.DataFrame, comparisons: dict, alpha: float = 0.05) -> pd
     """Each sparse configuration minus baseline per split under both questions.
 
     *On these sentences* (the split's sentences fixed, seeds resampled): the paired t over seeds of
-    ``comparisons[split]`` (:func:`crisp.report.comparison`, ``comparison_<split>.csv``). *On new sentences too*:
+    ``comparisons[split]`` (:func:`crisp.analysis.report.comparison`, ``comparison_<split>.csv``). *On new sentences too*:
     the two-level bootstrap over seeds and sentences (``bootstrap.csv``). Holm over the configurations of a split
     in each. Columns ``split, config, n_seeds, n_sentences, mean_diff, fixed_low, fixed_high, fixed_p_holm,
     fixed_word, new_low, new_high, new_p_holm, new_word`` (``*_word``: :func:`_word` at ``alpha``).
@@ -240,7 +240,7 @@ def calibration_text(cal: pd.DataFrame, alpha: float = 0.05, scaling: str = "raw
     """Per split and metric of :data:`CALIBRATION_METRICS` (rows of ``calibration.csv`` with reference ``baseline``
     and one of the paper's sparse configurations; the regularizer rows are another question): the range of the
     mean differences and what each question's test shows (:func:`_word` on ``t_p_holm`` and ``boot_p_holm``)."""
-    from .configs import CONFIGS
+    from ..configs import CONFIGS
     c = cal[(cal["reference"] == "baseline") & (cal["scaling"] == scaling) & cal["config"].isin(CONFIGS)
             & cal["metric"].isin(CALIBRATION_METRICS)]
     parts = []
@@ -268,11 +268,11 @@ def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: 
     Parameters
     ----------
     boot : DataFrame
-        :func:`crisp.report.bootstrap_table` rows of one or more splits (on new sentences too).
+        :func:`crisp.analysis.report.bootstrap_table` rows of one or more splits (on new sentences too).
     null : dict
-        :func:`crisp.report.single_run_null` (single-run probabilities with no true effect, the paper's r).
+        :func:`crisp.analysis.report.single_run_null` (single-run probabilities with no true effect, the paper's r).
     fit : dict
-        config -> answer of :func:`crisp.mechanism.fit_answer`.
+        config -> answer of :func:`crisp.analysis.mechanism.fit_answer`.
     model, protocol, seeds, reading :
         Named in the scope line (``reading``: :func:`reading_text` of the runs' crisp_config).
     alpha : float
@@ -284,13 +284,13 @@ def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: 
     readings : DataFrame, optional
         The padding study's readings table (``data/padding/<model>/readings.csv``).
     comparisons : dict, optional
-        split -> :func:`crisp.report.comparison` (paired t over seeds, sentences fixed): the "on these sentences" bullet.
+        split -> :func:`crisp.analysis.report.comparison` (paired t over seeds, sentences fixed): the "on these sentences" bullet.
     single : DataFrame, optional
-        :func:`crisp.report.single_run_table` rows: the claims bullet (:func:`claims`).
+        :func:`crisp.analysis.report.single_run_table` rows: the claims bullet (:func:`claims`).
     dynamics : DataFrame, optional
-        :func:`crisp.mechanism.dynamics_differences`: dev loss and dev accuracy named separately (else ``fit`` only).
+        :func:`crisp.analysis.mechanism.dynamics_differences`: dev loss and dev accuracy named separately (else ``fit`` only).
     calibration : DataFrame, optional
-        :func:`crisp.calibration_tables.differences`: the loss-and-calibration bullet (:func:`calibration_text`).
+        :func:`crisp.analysis.calibration_tables.differences`: the loss-and-calibration bullet (:func:`calibration_text`).
     """
     n = len(seeds)
     text = [plain_sentence(boot, model), ""]
@@ -349,7 +349,7 @@ def verdict(boot: pd.DataFrame, null: dict, fit: dict, *, model: str, protocol: 
                        f": {g['answer'].iloc[0]}")
         text.append("- **Loss and accuracy, each on its own** (sparse minus dense, paired 95% t intervals over seeds of "
                     "the final-epoch training loss and the dev loss and accuracy; the answer by the rule of "
-                    "crisp.mechanism.fit_answer): " + "; ".join(per) + ".")
+                    "crisp.analysis.mechanism.fit_answer): " + "; ".join(per) + ".")
     elif fit:
         groups = {}
         for config, answer in fit.items():

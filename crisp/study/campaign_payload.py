@@ -12,7 +12,7 @@ registry, no model hub, no ``datasets`` and no papermill. :func:`prepare` builds
 
 Weights: float16 halves MiniLM's float32 checkpoint (45 MB); splitting each 16-bit word into its low and high
 byte planes before zlib shrinks it further (the high bytes, sign and exponent, repeat a lot), so that the
-payload plus the repository fits one call's 64 MiB. :func:`crisp.models.load` reads the float16 checkpoint back
+payload plus the repository fits one call's 64 MiB. :func:`crisp.study.models.load` reads the float16 checkpoint back
 in float32, so GPU runs start from MiniLM's weights rounded to float16 (relative error below 2^-11 per weight;
 recorded in the manifest). :func:`unpack_payload` (run by ``crisp campaign``) restores the folder, extracts
 SST-2 and installs the wheels into a private site folder.

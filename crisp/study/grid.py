@@ -2,7 +2,7 @@
 
 ``crisp grid`` builds the plan (seed by seed, so a stopped grid leaves complete pairs) and hands it to
 :func:`run_plan`. A finished run (its ``metrics.json`` exists) is skipped, an unfinished one resumes from
-its last checkpoint (that is :func:`crisp.train.train`'s job), and a failed run does not stop the others.
+its last checkpoint (that is :func:`crisp.study.train.train`'s job), and a failed run does not stop the others.
 
 With ``workers > 1`` each run trains in a fresh process of its own (``spawn``, one run per process, so
 CUDA memory and torch state never carry over from one run to the next). The processes share the

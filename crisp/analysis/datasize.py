@@ -3,10 +3,10 @@
 The paper explains its gains as regularization that "prevents the model from overfitting". A regularizer
 has most to do when data is scarce and training is long, so the sweep trains the four configurations on
 nested stratified subsets of 500, 2,000 and 8,000 sentences (protocols ``n500``, ``n2000``, ``n8000``,
-:mod:`crisp.subsets`), long enough for the dense baseline to overfit, beside the ``full`` protocol.
+:mod:`crisp.study.subsets`), long enough for the dense baseline to overfit, beside the ``full`` protocol.
 
 Everything here reads the summaries ``crisp summary`` writes per protocol (each checked against its runs'
-predictions by :func:`crisp.summary.check`), so a number in the chapter is a number in a results file.
+predictions by :func:`crisp.analysis.summary.check`), so a number in the chapter is a number in a results file.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pandas as pd
 
 from . import bootstrap, mechanism, present, report, summary
 from .stats import holm
-from .configs import CONFIGS
-from .train import SIZE_PROTOCOLS
+from ..configs import CONFIGS
+from ..study.train import SIZE_PROTOCOLS
 
 SWEEP = (*SIZE_PROTOCOLS, "full")  # smallest first; each run records how many sentences it trained on
 
@@ -27,7 +27,7 @@ def sweep(root=None, model: str = "minilm", hardware: str = "cpu-fp32", summarie
     configurations, smallest size first. ``summaries`` defaults to ``summary/`` beside the runs.
 
     Each stored summary is recomputed from its runs' predictions first (a stale one raises
-    :class:`crisp.summary.StaleSummaryError` naming the file and the command that refreshes it).
+    :class:`crisp.analysis.summary.StaleSummaryError` naming the file and the command that refreshes it).
     """
     out = {}
     for protocol in SWEEP:
@@ -73,7 +73,7 @@ def accuracies(sw: dict) -> pd.DataFrame:
 
 def fits(sw: dict) -> pd.DataFrame:
     """Per run: final-epoch training loss and accuracy, dev loss and accuracy, and ``gap`` = training minus dev
-    accuracy (:func:`crisp.mechanism.run_dynamics`), tagged with the size."""
+    accuracy (:func:`crisp.analysis.mechanism.run_dynamics`), tagged with the size."""
     return pd.concat([_tag(mechanism.run_dynamics(v["sel"]), p, v["sel"]) for p, v in sw.items()], ignore_index=True)
 
 
@@ -90,7 +90,7 @@ def gap_differences(sw: dict) -> pd.DataFrame:
 def joint_change(small, large, B: int = report.BOOT_B, seed: int = report.BOOT_SEED) -> np.ndarray:
     """Bootstrap replicates of ``gain(small) - gain(large)`` for every sparse configuration.
 
-    ``small`` and ``large``: ``(C, S, N)`` correctness arrays (:func:`crisp.report.correctness`, baseline first) of
+    ``small`` and ``large``: ``(C, S, N)`` correctness arrays (:func:`crisp.analysis.report.correctness`, baseline first) of
     two sizes, scored on the same N sentences. Each replicate draws the sentences once for both sizes (the sizes
     share the dev or test sentences, so their gains are correlated through them) and each size's seeds on their
     own (the runs of two sizes are different runs). Returns ``(B, C - 1)``.
@@ -205,7 +205,7 @@ def _answer(diffs, change, alpha, split, min_seeds) -> str:
 def joint_gains(arrays, B: int = report.BOOT_B, seed: int = report.BOOT_SEED) -> np.ndarray:
     """Bootstrap replicates of every sparse configuration's gain over baseline at every size, jointly.
 
-    ``arrays``: one ``(C, S_k, N)`` correctness array per size (:func:`crisp.report.correctness`, baseline first),
+    ``arrays``: one ``(C, S_k, N)`` correctness array per size (:func:`crisp.analysis.report.correctness`, baseline first),
     all scored on the same N sentences. Each replicate draws the sentences once for all sizes (they share the dev or
     test sentences) and each size's seeds on their own (different runs), as :func:`joint_change` does for two
     sizes. Returns ``(B, K, C - 1)``.
@@ -247,7 +247,7 @@ def size_trend(sw: dict, splits=("dev", "test"), B: int = report.BOOT_B, seed: i
     sentences; positive: sparsity does relatively better with more data), its bootstrap standard error and 95%
     percentile interval and two-sided p from :func:`joint_gains` (the same resampling as the main result), Holm
     over the configurations of a split, and ``mdd``: the slope detected with ``power`` at Holm's strictest level
-    (:func:`crisp.bootstrap.detectable`). The sizes also differ in epochs and optimizer steps
+    (:func:`crisp.analysis.bootstrap.detectable`). The sizes also differ in epochs and optimizer steps
     (:func:`schedule`): a slope mixes data size with training length. Empty with fewer than two sizes.
     """
     protocols = list(sw)

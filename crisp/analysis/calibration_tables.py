@@ -1,6 +1,6 @@
 """Loss and calibration of every run of a selection, and each configuration's paired difference from a reference.
 
-Per run (:func:`run_scores`): accuracy, NLL, Brier and ECE (:mod:`crisp.calibration`) on dev and test,
+Per run (:func:`run_scores`): accuracy, NLL, Brier and ECE (:mod:`crisp.analysis.calibration`) on dev and test,
 a temperature fitted on dev (minimum NLL) and the test scores after it. Per configuration
 (:func:`differences`): the configuration minus a reference (the dense ``baseline``; for the sparse
 configurations also each standard regularizer), paired by seed, with the same two questions as the
@@ -9,8 +9,8 @@ main result:
 - **on these sentences** (sentences fixed, seeds resampled): the paired t interval and p over seeds of
   the per-run metric;
 - **on new sentences too**: the paired two-level bootstrap over seeds and sentences
-  (:mod:`crisp.bootstrap`, B = 10,000, RNG seed 0). Accuracy, NLL and Brier are means over sentences,
-  so a replicate is a weighted mean (:func:`crisp.bootstrap.two_level`); ECE is not, so each of its
+  (:mod:`crisp.analysis.bootstrap`, B = 10,000, RNG seed 0). Accuracy, NLL and Brier are means over sentences,
+  so a replicate is a weighted mean (:func:`crisp.analysis.bootstrap.two_level`); ECE is not, so each of its
   ``ECE_B`` = 1,000 replicates recomputes it on the resampled sentences of every resampled run.
 
 Holm's correction runs over the configurations compared with one reference, within one split,
@@ -148,7 +148,7 @@ def _compare(sel, scores: pd.DataFrame, runs: pd.DataFrame, split: str, scaling:
 def differences(sel: report.Selection, scores: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every configuration minus ``baseline``, and every sparse configuration minus each regularizer present, per
     split, scaling (``raw``; ``temperature`` on test) and metric: columns :data:`DIFFERENCE_COLUMNS`."""
-    from .train import REGULARIZERS
+    from ..study.train import REGULARIZERS
 
     scores = run_scores(sel) if scores is None else scores
     runs = _runs(sel)

@@ -1,6 +1,6 @@
 """The experiment's summary table: one selection's statistics, written once to ``data/summary/``.
 
-``crisp summary`` computes them from the runs' per-sentence predictions (through :mod:`crisp.report`)
+``crisp summary`` computes them from the runs' per-sentence predictions (through :mod:`crisp.analysis.report`)
 and writes one folder per model and protocol::
 
     data/summary/<model>/<protocol>/     (summary/ beside the runs root data/runs)
@@ -11,10 +11,10 @@ and writes one folder per model and protocol::
         correlation.csv      realized dev sparsity vs dev accuracy over all runs: Pearson (CI) and Spearman
         bootstrap.csv        each sparse configuration minus baseline per split: paired two-level bootstrap
                              (seeds and sentences) CI, p against zero and against its own claimed gain (Holm),
-                             detectable differences (crisp.report.bootstrap_table)
+                             detectable differences (crisp.analysis.report.bootstrap_table)
         single_run.csv       one sparse run minus one baseline run: over all seed pairings and from a normal model
         single_run_pairs.csv every such pairing (dev)
-        entropy_heads.csv    per head, paired differences from baseline in attention entropy (crisp.mechanism)
+        entropy_heads.csv    per head, paired differences from baseline in attention entropy (crisp.analysis.mechanism)
         dynamics.csv         paired differences in final training loss/accuracy, dev loss/accuracy, train-dev gap,
                              and the answer "regularization or underfitting?" per configuration
         layer_shape.csv      per configuration and layer: final target ratio and realized dev sparsity
@@ -22,8 +22,8 @@ and writes one folder per model and protocol::
                              Brier, ECE on dev and test, the temperature fitted on dev, test after it
         calibration.csv      each configuration minus baseline (and each sparse one minus each regularizer) in
                              those metrics, raw and temperature-scaled: paired t over seeds and the two-level
-                             bootstrap, Holm (crisp.calibration_tables)
-        verdict.md           the verdict generated from these numbers (crisp.verdict): a plain sentence, the
+                             bootstrap, Holm (crisp.analysis.calibration_tables)
+        verdict.md           the verdict generated from these numbers (crisp.analysis.verdict): a plain sentence, the
                              scope once, bullets (both tests, the claims with their own noise, power, fit)
         summary.json         label, seeds, detectable differences, single-run probabilities with no true
                              effect, the method reading, bootstrap B and seed, commit, versions; written last
@@ -47,7 +47,8 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from . import calibration_tables, mechanism, report, results, stats
+from . import calibration_tables, mechanism, report, stats
+from ..study import results
 from . import verdict as verdict_text
 
 TABLES = ("runs", "main_table", "comparison_dev", "comparison_test", "correlation", "bootstrap", "single_run",
@@ -59,7 +60,7 @@ class StaleSummaryError(ValueError):
 
 
 def default_root(runs=None) -> Path:
-    """``summary/`` beside the runs root (:func:`crisp.report.runs_root`): ``data/summary`` for ``data/runs``."""
+    """``summary/`` beside the runs root (:func:`crisp.analysis.report.runs_root`): ``data/summary`` for ``data/runs``."""
     return report.runs_root(runs).parent / "summary"
 
 
@@ -159,7 +160,7 @@ def write(sel: report.Selection, root=None) -> Path:
         (staging / "verdict.md").write_text(data["verdict"] + "\n", encoding="utf-8")
         results.write_json(staging / "summary.json", {
             **data["facts"],
-            "computed_from": "per-sentence predictions of the runs in runs.csv (crisp.summary.compute)",
+            "computed_from": "per-sentence predictions of the runs in runs.csv (crisp.analysis.summary.compute)",
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "git_commit": results.git_commit(),
             "python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,

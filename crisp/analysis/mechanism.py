@@ -3,7 +3,7 @@
 The paper reads its figures by eye (Section 4: "sparse models exhibit lower entropy", "the sparse
 models consistently achieve a lower validation loss ... a classic indicator of better
 generalization"). Here every configuration is compared with the baseline *paired by seed*
-(:func:`crisp.stats.paired_tests`, Holm over the groups), and the question "regularization or
+(:func:`crisp.analysis.stats.paired_tests`, Holm over the groups), and the question "regularization or
 underfitting?" gets an answer from the signs of intervals, by a stated rule (:func:`fit_answer`).
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import report, stats
-from .configs import CONFIGS
+from ..configs import CONFIGS
 
 ENTROPY_MEASURES = ("entropy_dense", "entropy_sparse")  # before pruning / the distribution the model uses
 DYNAMICS_MEASURES = ("train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "gap")
@@ -33,7 +33,7 @@ def entropy_differences(sel: report.Selection) -> pd.DataFrame:
     For ``entropy_dense`` both sides are the dense softmax each model computes (what training with
     sparsity did to the model); for ``entropy_sparse`` each side is the distribution the model
     actually uses (the baseline's is its dense one), which pruning lowers mechanically.
-    Columns ``measure, config, layer, head`` and :data:`crisp.stats.PAIRED_TEST_COLUMNS` (Holm over
+    Columns ``measure, config, layer, head`` and :data:`crisp.analysis.stats.PAIRED_TEST_COLUMNS` (Holm over
     the heads of one configuration and measure).
     """
     ent = sel.table("attention_stats.csv")

@@ -3,7 +3,7 @@
 ``crisp grid --launcher slurm`` submits the unfinished runs of the plan as one Slurm job array (partition, GPUs,
 CPUs, memory and time limit as options; ``--workers`` caps how many array tasks run at once);
 ``--launcher local`` runs them as jobs on this machine through submitit's local executor, ``--workers`` at a
-time. Each job is :func:`crisp.grid._worker`: it takes the run folder's ``.running`` lock, logs to
+time. Each job is :func:`crisp.study.grid._worker`: it takes the run folder's ``.running`` lock, logs to
 ``<run folder>/worker.log`` and trains (or resumes) the run. Finished runs are skipped before submission,
 exactly as without a launcher, so submitting the same grid again only sends what is left.
 

@@ -27,7 +27,7 @@ CONFIG_COLORS = {
     "uniform_sparse": "#0173b2",
     "aggressive_sparse": "#d55e00",
 }
-# The standard regularizers compared with Crisp (crisp.train.REGULARIZERS), after the four in every order.
+# The standard regularizers compared with Crisp (crisp.study.train.REGULARIZERS), after the four in every order.
 REGULARIZER_ORDER = ("attn_dropout", "label_smoothing")
 CONFIG_COLORS.update({"attn_dropout": "#ca9161", "label_smoothing": "#56b4e9"})
 OTHER_COLOR = "#949494"  # anything that is not one of the four (a variant, a reading)
@@ -138,7 +138,7 @@ def paired_differences(boot: pd.DataFrame, detectable: bool = False):
     """The book's main figure: each sparse configuration minus the dense baseline (mean and 95% interval of the
     two-level bootstrap, one panel per split) beside the gain the paper claims for it from one run each (stars).
 
-    ``boot``: rows of :func:`crisp.report.bootstrap_table` (``split, config, mean_diff, ci_low, ci_high,
+    ``boot``: rows of :func:`crisp.analysis.report.bootstrap_table` (``split, config, mean_diff, ci_low, ci_high,
     claimed_gain``). ``detectable`` also shades, per configuration, the true differences from zero smaller than
     the one the design detects with 80% power (``mdd_zero``). Returns the matplotlib figure.
     """
@@ -179,7 +179,7 @@ def differences_by_size(diffs: pd.DataFrame, paper_size: int | None = None):
     sideways a little to keep their bars apart. With ``paper_size`` the paper's claimed gains are drawn as stars
     there (its full training set).
 
-    ``diffs``: :func:`crisp.datasize.differences` rows (``split, config, train_size, mean_diff, ci_low, ci_high,
+    ``diffs``: :func:`crisp.analysis.datasize.differences` rows (``split, config, train_size, mean_diff, ci_low, ci_high,
     claimed_gain``). Returns the matplotlib figure.
     """
     import matplotlib.pyplot as plt

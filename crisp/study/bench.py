@@ -32,8 +32,8 @@ import pandas as pd
 import torch
 
 from . import results
-from .configs import CrispConfig
-from .integration import enable
+from ..configs import CrispConfig
+from ..integration import enable
 
 SHAPES = {
     "minilm": dict(kind="bert", hidden=384, heads=12, ffn=1536, layers=6),

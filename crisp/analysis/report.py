@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from . import bootstrap, results, single_run, stats
-from .configs import CONFIGS
+from . import bootstrap, single_run, stats
+from ..study import results
+from ..configs import CONFIGS
 
 EXPERIMENT_PROTOCOLS = ("full", "n500", "n2000", "n8000")  # reported as experiments; anything else is a smoke/custom run
 PLANNED_SEEDS = 5  # the experiment's design: at least this many seeds per configuration
@@ -44,7 +45,7 @@ def protocol_kind(protocol: str) -> str:
     base = protocol.split("-custom")[0]
     if protocol != base:
         return "custom"
-    from .train import SIZE_PROTOCOLS
+    from ..study.train import SIZE_PROTOCOLS
     return {"full": "the paper's recipe", "small": "smoke check"}.get(
         base, "data-size sweep" if base in SIZE_PROTOCOLS else "custom")
 
@@ -66,7 +67,7 @@ class Selection:
     model: str
     protocol: str
     all_metrics: pd.DataFrame  # every finished run under root
-    hardware: str = "cpu-fp32"  # device type and precision (crisp.results.hardware): pairs never mix them
+    hardware: str = "cpu-fp32"  # device type and precision (crisp.study.results.hardware): pairs never mix them
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
@@ -98,9 +99,9 @@ class Selection:
 
     @cached_property
     def regularizers(self) -> pd.DataFrame:
-        """Finished runs of the standard-regularizer configurations (``crisp.train.REGULARIZERS``: dense attention,
+        """Finished runs of the standard-regularizer configurations (``crisp.study.train.REGULARIZERS``: dense attention,
         one knob changed) of this model, protocol and hardware; they pair with :attr:`metrics` by seed."""
-        from .train import REGULARIZERS
+        from ..study.train import REGULARIZERS
 
         m = self._mine(self.all_metrics)
         return m[m["config"].isin(REGULARIZERS)].sort_values(["config", "seed"]).reset_index(drop=True)
@@ -189,7 +190,7 @@ def runs_root(root=None) -> Path:
 def select(root=None, model: str | None = None, protocol: str | None = None, hardware: str | None = None) -> Selection:
     """Pick the runs to report: a complete grid (all four configurations) first, then ``full`` over any
     reduced protocol, then the one with most runs. A grid is one model, protocol and hardware (device type and
-    precision, :func:`crisp.results.hardware`): runs of different hardware are never paired.
+    precision, :func:`crisp.study.results.hardware`): runs of different hardware are never paired.
     ``root`` defaults to ``$CRISP_RUNS_DIR``, else ``data/runs``."""
     root = runs_root(root)
     metrics = results.load_metrics(root)
@@ -339,11 +340,11 @@ BOOTSTRAP_COLUMNS = ["split", "config", "n_seeds", "n_sentences", "claimed_gain"
 
 def bootstrap_table(sel: Selection, split: str = "dev", B: int = BOOT_B, seed: int = BOOT_SEED,
                     alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
-    """Every sparse configuration minus baseline under the paired two-level bootstrap (:mod:`crisp.bootstrap`).
+    """Every sparse configuration minus baseline under the paired two-level bootstrap (:mod:`crisp.analysis.bootstrap`).
 
     Columns :data:`BOOTSTRAP_COLUMNS`: the observed difference, its bootstrap standard error and 95%
     percentile interval; the standard error with only seeds or only sentences resampled (same B and
-    seed) and from the crossed random-effects model (``se_anova``, :func:`crisp.bootstrap.crossed_se`, a
+    seed) and from the crossed random-effects model (``se_anova``, :func:`crisp.analysis.bootstrap.crossed_se`, a
     closed-form cross-check; NaN with one seed); ``p_zero`` (two-sided, H0: no difference) and ``p_claim`` (one-sided, H0: the difference is
     at least the paper's claimed gain for that configuration), each Holm-adjusted over the
     configurations; ``mdd_zero`` / ``mdd_claim``: the true difference from zero / shortfall from the
@@ -397,7 +398,7 @@ def single_run_table(sel: Selection, split: str = "dev") -> pd.DataFrame:
     """Per sparse configuration: how one run minus one baseline run is distributed, and how often it shows the claim.
 
     Empirical columns over all pairings (``n_pairings, mean, min, max, frac_positive, frac_claim``) and
-    normal ones from the seed spread (:func:`crisp.single_run.normal_single_difference`:
+    normal ones from the seed spread (:func:`crisp.analysis.single_run.normal_single_difference`:
     ``normal_mean, normal_sd, normal_p_positive, normal_p_claim``).
     """
     per, claims, rows = _per_seed(sel, split), claimed_gains(), []
@@ -446,9 +447,9 @@ def method_reading(sel: Selection) -> dict:
 
 
 def check_one_recipe(sel: Selection) -> None:
-    """Refuse a selection whose runs were trained with different recipes (:mod:`crisp.recipe`), naming the
+    """Refuse a selection whose runs were trained with different recipes (:mod:`crisp.study.recipe`), naming the
     difference: a folder can hold runs of an older naming (``small-custom``) or a hand-moved run."""
-    from . import recipe
+    from ..study import recipe
 
     frames = [sel.metrics, getattr(sel, "regularizers", pd.DataFrame())]
     runs = {f"{r.config} seed {r.seed} ({r.run_dir})": recipe.of_run(results.read_json(Path(r.run_dir) / "metrics.json"))

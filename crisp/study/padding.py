@@ -1,7 +1,7 @@
 """Every reading of the paper's padding, measured on the encoder: ``crisp padding``.
 
 The paper pads every sentence to 512 tokens and prunes scores below each head's percentile
-"prior to the softmax"; where the padding mask enters is not said. :mod:`crisp.readings` holds
+"prior to the softmax"; where the padding mask enters is not said. :mod:`crisp.study.readings` holds
 each reading as a pure function; this module runs them inside the real encoder and measures, per
 layer, the realized sparsity over real (query, key) pairs (:func:`measure`), the largest
 difference from the dense forward (probabilities, logits), and a short pad-to-512 training run
