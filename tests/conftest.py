@@ -2,11 +2,27 @@
 
 import os
 import random
+import tempfile
 
 import pytest
 import torch
 
 DEVICE_ENV = "CRISP_TEST_DEVICE"  # e.g. CRISP_TEST_DEVICE=cuda python -m pytest tests/test_device.py
+CHECK_MEMO_ENV = "CRISP_CHECK_MEMO"  # crisp.analysis.summary.check's memo folder (see pytest_configure)
+
+
+def pytest_configure(config):
+    # One session recomputes each committed summary once: the book build and the nbval kernels (which inherit
+    # this environment) share a fresh memo folder, so the chapters that read one summary share its check.
+    os.environ.setdefault(CHECK_MEMO_ENV, tempfile.mkdtemp(prefix="crisp-summary-checks-"))
+
+
+@pytest.fixture(autouse=True)
+def _check_without_memo(request, monkeypatch):
+    """Unit tests call summary.check themselves and expect it to recompute: no memo for them (the book build in
+    test_book_browser.py keeps it)."""
+    if request.node.path.name != "test_book_browser.py":
+        monkeypatch.delenv(CHECK_MEMO_ENV, raising=False)
 
 
 def pytest_addoption(parser):

@@ -147,3 +147,27 @@ def test_last_digit_noise_in_the_facts_is_not_staleness_but_a_real_change_is(tmp
     store(str(null["paper_pearson_r"]))  # a number stored as text is not the number
     with pytest.raises(summary.StaleSummaryError, match="single_run_null"):
         summary.check(sel, tmp_path / "summary")
+
+
+def test_a_passed_check_is_remembered_until_anything_it_read_changes(tmp_path, monkeypatch):
+    grid(tmp_path / "runs")
+    sel = report.select(tmp_path / "runs")
+    summary.write(sel, tmp_path / "summary")
+    monkeypatch.setenv(summary.CHECK_MEMO_ENV, str(tmp_path / "memo"))
+    summary.check(sel, tmp_path / "summary")  # recomputed, then remembered
+    assert len(list((tmp_path / "memo").iterdir())) == 1
+    real_compute = summary.compute
+
+    def no_recompute(sel):
+        raise AssertionError("recomputed although nothing changed")
+
+    monkeypatch.setattr(summary, "compute", no_recompute)
+    assert summary.check(sel, tmp_path / "summary")["facts"]["seeds"] == [0, 1, 2]
+    # a changed prediction is a new fingerprint: recomputed, and found stale
+    monkeypatch.setattr(summary, "compute", real_compute)
+    run = sel.metrics.iloc[0]["run_dir"]
+    preds = pd.read_csv(f"{run}/predictions_dev.csv")
+    preds.loc[0, "pred"] = 1 - preds.loc[0, "pred"]
+    preds.to_csv(f"{run}/predictions_dev.csv", index=False)
+    with pytest.raises(summary.StaleSummaryError):
+        summary.check(report.select(tmp_path / "runs"), tmp_path / "summary")

@@ -18,6 +18,8 @@ whole bootstrap is a few matrix products.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import stats
 
@@ -56,19 +58,42 @@ def two_level(correct, B: int = 10000, seed: int = 0, levels: str = "both", chun
     if B < 1 or chunk < 1:
         raise ValueError(f"B and chunk must be positive, got B={B}, chunk={chunk}")
     C, S, N = x.shape
-    rng = np.random.default_rng(seed)
     flat = x.reshape(C * S, N)
     out = np.empty((B, C))
-    for start in range(0, B, chunk):
-        b = min(chunk, B - start)
-        if levels == "seeds":
-            w_sent = np.ones((b, N))
-        else:
-            w_sent = rng.multinomial(N, np.full(N, 1.0 / N), size=b).astype(float)  # (b, N), rows sum to N
-        w_seed = np.ones((b, S)) if levels == "sentences" else rng.multinomial(S, np.full(S, 1.0 / S), size=b)
+    for start, w_sent, w_seed in _draws(B, N, S, seed, levels, chunk):
+        b = len(w_seed)
         per_run = (flat @ w_sent.T / N).reshape(C, S, b)  # accuracy of each run on the resampled sentences
         out[start:start + b] = np.einsum("csb,bs->bc", per_run, w_seed) / S
     return out
+
+
+def _draws(B: int, N: int, S: int, seed: int, levels: str, chunk: int):
+    """The blocks ``(start, sentence weights (b, N), seed weights (b, S))`` of :func:`two_level`, as floats.
+
+    They depend on the sizes and the seed only, never on the data, so every call with the same ones gets the
+    same draws; the counts are drawn once per process (:func:`_counts`) and reused."""
+    for start, b, w_sent, w_seed in _counts(B, N, S, seed, levels, chunk):
+        yield (start, np.ones((b, N)) if w_sent is None else w_sent.astype(float),
+               np.ones((b, S)) if w_seed is None else w_seed.astype(float))
+
+
+@functools.lru_cache(maxsize=8)
+def _counts(B: int, N: int, S: int, seed: int, levels: str, chunk: int) -> tuple:
+    """Multinomial resample counts of :func:`two_level` (int32, read-only; None = that level is not resampled).
+
+    Drawing them is most of a bootstrap's time (B x N binomials), and a summary runs hundreds of bootstraps
+    of the same sizes with the same seed."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for start in range(0, B, chunk):
+        b = min(chunk, B - start)
+        w_sent = None if levels == "seeds" else rng.multinomial(N, np.full(N, 1.0 / N), size=b).astype(np.int32)
+        w_seed = None if levels == "sentences" else rng.multinomial(S, np.full(S, 1.0 / S), size=b).astype(np.int32)
+        for w in (w_sent, w_seed):
+            if w is not None:
+                w.flags.writeable = False
+        blocks.append((start, b, w_sent, w_seed))
+    return tuple(blocks)
 
 
 def differences(replicates: np.ndarray, baseline: int = 0) -> np.ndarray:

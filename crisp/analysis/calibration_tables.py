@@ -84,22 +84,56 @@ def _per_sentence(run_dir, split: str, metric: str, temperature: float | None):
     return calibration.brier_per_sentence(prob, label), p["idx"].to_numpy(), prob, label
 
 
-def _ece_two_level(prob, label, B: int, seed: int, chunk: int = 50) -> np.ndarray:
+def _ece_two_level(prob, label, B: int, seed: int, chunk: int = 50, runs=None) -> np.ndarray:
     """Replicates (B, C) of each configuration's mean ECE over resampled seeds and sentences (same draws for all).
 
-    ``prob``, ``label``: arrays (C, S, N) and (N,)."""
-    C, S, N = prob.shape
-    rng = np.random.default_rng(seed)
+    ``prob``, ``label``: arrays (C, S, N) and (N,). ``runs``: optional (C, S) keys naming each run's ``prob`` row
+    (hashable); a run met again (the baseline is in every comparison) reuses its ECE replicates."""
+    C, S, N = np.shape(prob)
+    draws = _ece_draws(B, N, S, seed, chunk)
+    per_run = np.empty((C, S, B))
+    for c in range(C):
+        for s in range(S):
+            if runs is None:
+                per_run[c, s] = _ece_replicates(prob[c][s], label, draws)
+            else:
+                per_run[c, s] = _ece_replicates_of(runs[c][s], prob[c][s], label, (B, N, S, seed, chunk))
     out = np.empty((B, C))
+    for start, _, seeds in draws:
+        b = len(seeds)
+        out[start:start + b] = np.take_along_axis(per_run[:, :, start:start + b], seeds.T[None, :, :], axis=1
+                                                  ).mean(axis=1).T
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _ece_draws(B: int, N: int, S: int, seed: int, chunk: int) -> tuple:
+    """The ECE bootstrap's blocks ``(start, sentences (b, N), seeds (b, S))``: sizes and seed only, never data."""
+    rng = np.random.default_rng(seed)
+    blocks = []
     for start in range(0, B, chunk):
         b = min(chunk, B - start)
         sentences = rng.integers(0, N, size=(b, N))
         seeds = rng.integers(0, S, size=(b, S))
-        p = prob[:, :, sentences]  # (C, S, b, N)
-        y = np.broadcast_to(label[sentences], p.shape)
-        per_run = calibration.ece_rows(p.reshape(-1, N), y.reshape(-1, N)).reshape(C, S, b)
-        out[start:start + b] = np.take_along_axis(per_run, seeds.T[None, :, :], axis=1).mean(axis=1).T
-    return out
+        blocks.append((start, sentences, seeds))
+    return tuple(blocks)
+
+
+def _ece_replicates(prob, label, draws) -> np.ndarray:
+    """One run's ECE on the resampled sentences of every replicate (B,). Each row's ECE depends on that row
+    alone (a stable sort), so it equals the value computed among other runs' rows."""
+    prob, label = np.asarray(prob), np.asarray(label)
+    return np.concatenate([calibration.ece_rows(prob[sentences], label[sentences]) for _, sentences, _ in draws])
+
+
+_ECE_REPLICATES: dict = {}
+
+
+def _ece_replicates_of(key, prob, label, sizes) -> np.ndarray:
+    """:func:`_ece_replicates`, computed once per run ``key`` (its predictions file, version and temperature)."""
+    if (key, sizes) not in _ECE_REPLICATES:
+        _ECE_REPLICATES[(key, sizes)] = _ece_replicates(prob, label, _ece_draws(*sizes))
+    return _ECE_REPLICATES[(key, sizes)]
 
 
 def _compare(sel, scores: pd.DataFrame, runs: pd.DataFrame, split: str, scaling: str, metric: str,
@@ -116,12 +150,14 @@ def _compare(sel, scores: pd.DataFrame, runs: pd.DataFrame, split: str, scaling:
     # per-sentence values of both configurations, seeds paired, sentences in idx order
     where = runs.set_index(["config", "seed"])["run_dir"]
     temps = scores.set_index(["config", "seed"])["temperature"]
-    values, probs, first_idx, first_label = [], [], None, None
+    values, probs, keys, first_idx, first_label = [], [], [], None, None
     for c in (reference, config):
-        per_c, prob_c = [], []
+        per_c, prob_c, key_c = [], [], []
         for s in seeds:
             temperature = float(temps[(c, s)]) if scaling == "temperature" else None
             v, idx, prob, label = _per_sentence(where[(c, s)], split, metric, temperature)
+            path = Path(where[(c, s)]) / f"predictions_{split}.csv"
+            key_c.append((str(path), path.stat().st_mtime_ns, temperature))
             if first_idx is None:
                 first_idx, first_label = idx, label
             elif not (np.array_equal(idx, first_idx) and np.array_equal(label, first_label)):
@@ -130,9 +166,10 @@ def _compare(sel, scores: pd.DataFrame, runs: pd.DataFrame, split: str, scaling:
             prob_c.append(prob)
         values.append(per_c)
         probs.append(prob_c)
+        keys.append(key_c)
     if metric == "ece":
         B = ECE_B
-        reps = _ece_two_level(np.asarray(probs), np.asarray(first_label), B, report.BOOT_SEED)
+        reps = _ece_two_level(np.asarray(probs), np.asarray(first_label), B, report.BOOT_SEED, runs=keys)
     else:
         B = report.BOOT_B
         reps = bootstrap.two_level(np.asarray(values), B=B, seed=report.BOOT_SEED)
