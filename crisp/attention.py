@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import torch
 
@@ -97,6 +98,22 @@ def topk_keep_mask(
     ``k`` of any row here; its order among tied scores depends on it, so a caller that splits
     one call's rows (:mod:`crisp.longcontext`) passes the whole call's value to break ties alike.
     """
+    return _keep_mask(scores, sparsity, key_mask, granularity, query_mask, count_padding, keep, k_max=k_max).keep
+
+
+class _Kept(NamedTuple):
+    """What :func:`_keep_mask` found, beyond the mask, that later steps of the same call reuse (the values
+    are those the steps would compute themselves; reusing them only saves passes over ``[..., L_q, L_k]``)."""
+
+    keep: torch.Tensor  # [..., Lq, Lk] bool, what topk_keep_mask returns
+    ranked: torch.Tensor | None  # row rule over real keys only: scores.detach() with -inf at every non-real key
+    finite: bool | None  # True: every row keeps an entry and its largest kept score (= its largest real score) is
+    # finite, so masked_softmax needs no guard (for keep, and for real when ranked is given); None: not known
+
+
+def _keep_mask(scores, sparsity, key_mask=None, granularity="row", query_mask=None, count_padding=False, keep=None,
+               *, k_max=None) -> _Kept:
+    """:func:`topk_keep_mask`, returning a :class:`_Kept`."""
     # A 0-d tensor ratio (checked by its owner) is how adaptive ratios reach a torch.compile graph.
     # Under torch.compile a ratio may arrive as a symbolic float: it was checked by its CrispConfig.
     held = isinstance(sparsity, torch.Tensor)
@@ -108,11 +125,12 @@ def topk_keep_mask(
     shape = scores.shape
     real = as_key_mask(key_mask, shape, scores.device)  # [..., Lq, Lk] True = real key
     if not held and sparsity == 0.0 and fixed is None:
-        return real
+        return _Kept(real, None, None)
+    ranked = finite = None
     with torch.no_grad():
         candidates = torch.ones_like(real) if count_padding else real
         if granularity == "row":
-            keep = _row_topk(scores, candidates, sparsity, fixed, k_max)
+            keep, ranked, finite = _row_topk(scores, candidates, sparsity, fixed, k_max)
         else:
             qmask = _query_mask(query_mask, real, shape)
             keep = _head_prune(scores, candidates & qmask[..., :, None], sparsity)
@@ -120,7 +138,8 @@ def topk_keep_mask(
         keep = keep & real
         if count_padding or granularity == "head":
             keep = keep | _row_argmax(scores, real)  # every row keeps its best real key
-    return keep
+            ranked = finite = None  # ranked over padding too; kept rows may differ from the ranking's
+    return _Kept(keep, ranked, finite)
 
 
 def topk_softmax(
@@ -162,8 +181,8 @@ def topk_softmax(
     each row with at least one real key of finite score, exactly 0 elsewhere. Rows with no real
     key are all 0.
     """
-    kept = topk_keep_mask(scores, sparsity, key_mask, granularity, query_mask, count_padding, keep)
-    return masked_softmax(scores, kept)
+    kept = _keep_mask(scores, sparsity, key_mask, granularity, query_mask, count_padding, keep)
+    return _kept_softmax(scores, kept.keep, kept.finite, kept.ranked)
 
 
 def key_mask_of(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -180,10 +199,21 @@ def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
     Rows where nothing finite is kept come out as all zeros instead of NaN.
     """
-    work = scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
-    work = work.masked_fill(~keep, -math.inf)  # [..., Lq, Lk]; autograd keeps only the bool mask
+    return _masked_softmax(scores, keep)
+
+
+def _masked_softmax(scores, keep, finite: bool | None = None, work=None) -> torch.Tensor:
+    """:func:`masked_softmax`; ``finite=True`` says every row's largest kept score is finite (a
+    :class:`_Kept` knows), which skips the check. ``work`` is ``scores`` already masked with -inf
+    outside ``keep``, in ``scores``' dtype (a :class:`_Kept`'s ``ranked``): it skips the masking, and
+    the result then carries no gradient (for statistics, under ``torch.no_grad``)."""
+    if work is None:
+        work = scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
+        work = work.masked_fill(~keep, -math.inf)  # [..., Lq, Lk]; autograd keeps only the bool mask
+    elif work.dtype not in (torch.float32, torch.float64):
+        work = work.float()
     # Under torch.compile always take the guarded path below (same values, no data-dependent branch).
-    if not torch.compiler.is_compiling() and torch.isfinite(work.detach().amax(dim=-1)).all():
+    if not torch.compiler.is_compiling() and (finite or torch.isfinite(work.detach().amax(dim=-1)).all()):
         return torch.softmax(work, dim=-1).to(scores.dtype)
     # Rare rows: +inf scores (float16 overflow) become the largest finite value and share the row's
     # mass instead of giving inf - inf = NaN; rows with nothing finite kept come out as zeros.
@@ -191,6 +221,42 @@ def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     dead = work.amax(dim=-1, keepdim=True) == -math.inf  # [..., Lq, 1]
     probs = torch.softmax(work.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
     return probs.to(scores.dtype)
+
+
+class _KeptSoftmax(torch.autograd.Function):
+    """``softmax(scores.masked_fill(~keep, -inf))`` from a masked copy ``work`` made outside the graph; backward
+    is the composite's own, step by step (softmax's ``_softmax_backward_data``, then 0 at every entry not kept),
+    in one buffer. Saves what the composite saves (the probabilities and a bool mask)."""
+
+    @staticmethod
+    def forward(ctx, scores, keep, work):
+        probs = torch.softmax(work, dim=-1)  # work: float32/float64, -inf outside keep
+        ctx.save_for_backward(probs, keep)
+        ctx.scores_dtype = scores.dtype
+        return probs.to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, keep = ctx.saved_tensors
+        grad = torch._softmax_backward_data(grad.to(probs.dtype), probs, -1, probs.dtype)
+        return grad.masked_fill_(~keep, 0.0).to(ctx.scores_dtype), None, None
+
+
+def _kept_softmax(scores, keep, finite: bool | None = None, buffer=None) -> torch.Tensor:
+    """:func:`masked_softmax` (same values, same gradients) in fewer passes over ``[..., L_q, L_k]``.
+
+    ``finite`` as for :func:`_masked_softmax`; ``buffer`` is ``scores.detach()`` with -inf at least
+    outside ``keep`` (a :class:`_Kept`'s ``ranked``), which this call may overwrite."""
+    if torch.compiler.is_compiling():
+        return _masked_softmax(scores, keep, finite)
+    half = scores.dtype not in (torch.float32, torch.float64)
+    if buffer is None:
+        work = (scores.detach().float() if half else scores.detach()).masked_fill(~keep, -math.inf)
+    else:
+        work = (buffer.float() if half else buffer).masked_fill_(~keep, -math.inf)
+    if not (finite or torch.isfinite(work.amax(dim=-1)).all()):
+        return _masked_softmax(scores, keep)  # rows with nothing finite kept, or +inf: the guarded composite path
+    return _KeptSoftmax.apply(scores, keep, work)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -238,27 +304,41 @@ def _query_mask(query_mask, real, shape) -> torch.Tensor:
     return torch.ones(shape[:-1], dtype=torch.bool, device=real.device)
 
 
-def _row_topk(scores, candidates, sparsity, fixed=None, at_least=None) -> torch.Tensor:
+def _compact(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` without its broadcasting: a view of size 1 along the leading (batch, head) axes it was
+    expanded along (stride 0), so counts and reductions over it cost a fraction of the full ``[..., Lq, Lk]``."""
+    index = tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None)
+                  for size, stride in zip(mask.shape[:-2], mask.stride()[:-2]))
+    return mask[index] if index else mask
+
+
+def _row_topk(scores, candidates, sparsity, fixed=None, at_least=None):
     """Keep the k best candidate keys of each row, k from the number of candidates in the row
-    (or ``min(fixed, n)`` when a fixed count is given)."""
-    n = torch.count_nonzero(candidates, dim=-1)  # [..., Lq] (bool.sum() would copy the mask to int64 first)
+    (or ``min(fixed, n)`` when a fixed count is given). Returns ``(keep, ranked, finite)`` (see :class:`_Kept`;
+    ``ranked`` has -inf at every non-candidate)."""
+    compiling = torch.compiler.is_compiling()
+    few = candidates if compiling else _compact(candidates)  # the same counts from the unexpanded mask
+    n = torch.count_nonzero(few, dim=-1)  # [..., Lq] (bool.sum() would copy the mask to int64 first)
     k = kept_per_row(n, sparsity) if fixed is None else n.clamp(max=fixed)
-    ranked = scores.detach().masked_fill(~candidates, -math.inf)
-    if torch.compiler.is_compiling():  # no .item(): the largest k a row of this width can have
+    ranked = scores.detach().masked_fill(~few, -math.inf)  # [..., Lq, Lk]
+    if compiling:  # no .item(): the largest k a row of this width can have
         k_max = _k_bound(scores.shape[-1], sparsity, fixed)
     else:
         k_max = int(k.max()) if k.numel() else 0
         if at_least is not None and k_max:
             k_max = min(max(k_max, at_least), scores.shape[-1])
+    k = k.expand(candidates.shape[:-1])
     keep = torch.zeros_like(candidates)
     if k_max == 0:
-        return keep
+        return keep, ranked, False
     # NaN-free ordering: -inf scores sort last among candidates, non-candidates are -inf too but
     # rank < k <= n never reaches them unless candidates themselves score -inf (ties, arbitrary).
-    idx = ranked.topk(k_max, dim=-1, sorted=True).indices  # [..., Lq, k_max]
+    top = ranked.topk(k_max, dim=-1, sorted=True)  # [..., Lq, k_max]
     rank = torch.arange(k_max, device=scores.device)
-    keep.scatter_(-1, idx, rank < k[..., None])
-    return keep & candidates
+    keep.scatter_(-1, top.indices, rank < k[..., None])
+    # Each row's best candidate is its first value (topk puts NaN first); it is kept when k >= 1.
+    finite = None if compiling else bool((k > 0).all()) and bool(torch.isfinite(top.values[..., 0]).all())
+    return keep & candidates, ranked, finite
 
 
 def _k_bound(width, sparsity, fixed):

@@ -136,7 +136,7 @@ def crisp_attention(module, query, key, value, attention_mask, dropout: float = 
     if position_bias is not None:
         scores = scores + position_bias
     key_mask, bias = _mask_and_bias(attention_mask, scores, causal, sliding_window)
-    if bias is not None:
+    if bias is not None and _adds_something(scores, bias):
         scores = scores + bias
     if state is None:
         _warn_if_saved_settings(module)
@@ -147,6 +147,17 @@ def crisp_attention(module, query, key, value, attention_mask, dropout: float = 
     probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous()  # [B, Lq, H, D]
     return out, probs
+
+
+def _adds_something(scores, bias) -> bool:
+    """Whether ``scores + bias`` can differ from ``scores``. A padding mask's bias (see :func:`_mask_and_bias`: the
+    mask's values at real entries, 0 at masked ones, which the key mask handles) is all zeros: its addition
+    would cost a pass over ``[B, H, Lq, Lk]`` and change nothing (``x + 0 == x``; a ``-0.0`` score becoming ``+0.0``
+    ranks and exponentiates alike). True whenever the sum would change the dtype or shape, the bias needs a
+    gradient, or under ``torch.compile`` (no data-dependent branch)."""
+    if torch.compiler.is_compiling() or bias.requires_grad or torch.result_type(scores, bias) != scores.dtype:
+        return True  # e.g. bfloat16 scores (autocast) + a float32 mask: the sum is float32, as in eager attention
+    return torch.broadcast_shapes(scores.shape, bias.shape) != scores.shape or bool(bias.any())
 
 
 _WARNED: set[int] = set()

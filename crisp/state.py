@@ -12,7 +12,7 @@ import warnings
 import torch
 
 from .adaptive import SparsityController
-from .attention import masked_softmax, topk_keep_mask
+from .attention import _compact, _keep_mask, _kept_softmax, _masked_softmax, masked_softmax
 from .configs import CrispConfig
 from .longcontext import ChunkSpec, chunk_rows, chunked_attention
 
@@ -112,12 +112,18 @@ class CrispState:
             ratio = self.controller.ratio_tensor(scores.device)[layer]  # a tensor: new ratios, no recompile
         else:
             ratio = self.controller.ratios[layer]
-        keep = topk_keep_mask(scores, ratio, key_mask, cfg.granularity, count_padding=cfg.paper_padding, keep=cfg.keep)
-        probs = masked_softmax(scores, keep)
+        kept = _keep_mask(scores, ratio, key_mask, cfg.granularity, count_padding=cfg.paper_padding, keep=cfg.keep)
         measure = self.controller.adaptive and training
         count = self.record_sparsity and (training or self.record_eval or self.record_entropy)
+        dense = None
+        if (measure or self.record_entropy) and kept.ranked is not None:
+            # the ranking's input is the dense rule's (-inf at every padding key): its softmax, before the
+            # kept softmax below takes that buffer over
+            with torch.no_grad():
+                dense = _masked_softmax(scores, None, kept.finite, work=kept.ranked).float()  # work: no mask needed
+        probs = _kept_softmax(scores, kept.keep, kept.finite, kept.ranked)
         if count or measure or self.record_entropy:  # otherwise (e.g. plain evaluation) nothing is recorded
-            self._record(layer, scores, key_mask, keep, probs, ratio, training, measure, count)
+            self._record(layer, scores, key_mask, kept.keep, probs, ratio, training, measure, count, dense)
         return probs
 
     def chunk_rows(self, batch: int, heads: int, n_queries: int, n_keys: int) -> int | None:
@@ -197,12 +203,18 @@ class CrispState:
             add("rows", w.sum(dim=(0, 2)))
 
     @torch.no_grad()
-    def _record(self, layer, scores, key_mask, keep, probs, ratio, training, measure, count):
+    def _record(self, layer, scores, key_mask, keep, probs, ratio, training, measure, count, dense=None):
+        """Statistics of one call: ``keep`` (real entries only) is its rule's mask, ``dense`` (float32, or None: computed
+        here) the dense softmax over real keys. Counts and row masks come from the mask before broadcasting over
+        heads (same numbers)."""
         shape = scores.shape  # [B, H, Lq, Lk]
         real = keep.new_ones(()).expand(shape) if key_mask is None else key_mask.expand(shape)
-        qreal = real.diagonal(dim1=-2, dim2=-1) if shape[-1] == shape[-2] else real.any(-1)  # [B, H, Lq]
-        rows = qreal & real.any(-1)
-        if count and torch.compiler.is_compiling():
+        compiling = torch.compiler.is_compiling()
+        few = real if compiling else _compact(real)  # e.g. [B, 1, Lq, Lk]: padding is the same in every head
+        qreal = few.diagonal(dim1=-2, dim2=-1) if shape[-1] == shape[-2] else few.any(-1)  # [B, 1|H, Lq]
+        few_rows = qreal & few.any(-1)  # real query rows with a real key
+        rows = few_rows.expand(shape[:-1])  # [B, H, Lq]
+        if count and compiling:
             valid = real & rows[..., None]
             if self.compiled_counts is None or self.compiled_counts.device != scores.device:
                 self.compiled_counts = torch.zeros(4, self.n_layers, dtype=torch.float64, device=scores.device)
@@ -212,21 +224,22 @@ class CrispState:
                 self.compiled_counts[2, layer] += ratio
                 self.compiled_counts[3, layer] += 1
         elif count:
-            valid = real & rows[..., None]
-            self.kept[layer] += (keep & valid).sum()  # tensors: no device sync per forward
-            self.real[layer] += valid.sum()
+            valid = few & few_rows[..., None]  # real entries of real rows, before broadcasting
+            self.kept[layer] += torch.count_nonzero(keep & rows[..., None])  # keep holds real entries only
+            self.real[layer] += torch.count_nonzero(valid) * (real.numel() // max(1, valid.numel()))  # tensors: no sync
             if training:
                 self.ratio_sum[layer] += ratio
                 self.forwards[layer] += 1
         if not (measure or self.record_entropy):
             return
-        dense = masked_softmax(scores, real).float()
+        if dense is None:
+            dense = masked_softmax(scores, real).float()
         h_dense = _entropy(dense)  # [B, H, Lq]
         if measure:
-            n = real.sum(-1).float()  # [B, H, Lq]
+            n = (few.sum(-1) if compiling else torch.count_nonzero(few, dim=-1)).expand(shape[:-1]).float()  # [B, H, Lq]
             usable = rows & (n > 1)
             norm = h_dense / torch.log(n.clamp_min(2.0))
-            if torch.compiler.is_compiling():  # same value without a data-dependent branch
+            if compiling:  # same value without a data-dependent branch
                 mean = torch.where(usable, norm, 0.0).sum() / usable.sum().clamp_min(1)
                 conc = torch.where(usable.any(), 1.0 - mean, 0.0)
             else:
@@ -244,5 +257,7 @@ class CrispState:
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) over the last axis, with 0 log 0 = 0."""
-    return -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+    """Shannon entropy (nats) over the last axis, with 0 log 0 = 0: ``-(p * log(max(p, 1e-30))).sum(-1)``,
+    computed in one buffer (same operations, same values)."""
+    t = p.clamp_min(1e-30)
+    return t.log_().mul_(p).neg_().sum(-1)

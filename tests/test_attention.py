@@ -274,3 +274,35 @@ def test_compiled_rule_has_no_graph_break_and_matches_eager(granularity):
     explained = torch._dynamo.explain(fn)(scores, mask)
     assert explained.graph_break_count == 0, explained.break_reasons
     torch.testing.assert_close(torch.compile(fn, backend="eager")(scores, mask), fn(scores, mask))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", ["plain", "ties", "inf", "dead-row", "nan"])
+def test_fast_path_equals_mask_then_masked_softmax_bitwise(dtype, kind):
+    """topk_softmax's one-pass softmax (crisp.attention._kept_softmax) gives the values and gradients, to the bit,
+    of the composite it replaces: masked_softmax(scores, topk_keep_mask(scores))."""
+    from crisp import masked_softmax, topk_keep_mask
+
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(3, 2, 7, 7, generator=g) * 4
+    if kind == "ties":
+        scores = scores.round()
+    elif kind == "inf":
+        scores[0, 0, 1, 2] = math.inf
+    elif kind == "dead-row":
+        scores[1, 1, 3] = -math.inf
+    elif kind == "nan":
+        scores[2, 0, 4, 1] = math.nan
+    scores = scores.to(dtype)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5], dtype=torch.bool)[:, None, None, :]
+    weights = torch.randn(scores.shape, generator=g).to(dtype)
+    for sparsity, keep in ((0.0, None), (0.6, None), (0.8, None), (0.0, 3)):
+        got, want = (scores.clone().requires_grad_(True) for _ in range(2))
+        fast = topk_softmax(got, sparsity, mask, keep=keep)
+        plain = masked_softmax(want, topk_keep_mask(want.detach(), sparsity, mask, keep=keep))
+        (fast * weights).sum().backward()
+        (plain * weights).sum().backward()
+        for a, b in ((fast.detach(), plain.detach()), (got.grad, want.grad)):
+            assert a.dtype == b.dtype
+            assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+            assert torch.equal(torch.signbit(a), torch.signbit(b))
