@@ -168,3 +168,41 @@ def test_memory_summary_ranges_over_crisp_variants():
     assert np.isnan(summary.loc["sst2", "extra_min"])
     only_sst2 = bench.memory_summary(frame[frame.setting == "sst2"])
     assert only_sst2.extra_max.dtype == float and only_sst2.extra_max.isna().all()
+
+
+def test_overhead_reports_paired_ratios_per_precision_and_the_rule_ran():
+    """The overhead mode (tiny model, seconds): every (precision, variant), ratios to eager of the same precision,
+    the Crisp variants really prune (realized sparsity), targets applied to the paired wall-clock ratio."""
+    frame = bench.run_overhead("tiny", np.array([3, 5, 9, 12, 20]), batch_size=4, n_batches=2, repeats=2, warmup=0,
+                               progress=False)
+    assert set(zip(frame.precision, frame.variant)) == {(p, v) for p in ("fp32", "bf16")
+                                                         for v in ("eager", *bench.OVERHEAD_CONFIGS)}
+    eager = frame[frame.variant == "eager"]
+    assert np.allclose(eager.paired_ratio_wall, 1.0) and np.allclose(eager.paired_ratio_cpu, 1.0)
+    for clock in ("wall", "cpu"):
+        assert (frame[f"paired_ratio_{clock}_q25"] <= frame[f"paired_ratio_{clock}"]).all()
+        assert (frame[f"paired_ratio_{clock}"] <= frame[f"paired_ratio_{clock}_q75"]).all()
+    sparsity = frame.set_index(["precision", "variant"]).realized_sparsity
+    assert sparsity[("fp32", "baseline")] == 0.0 and sparsity[("bf16", "baseline")] == 0.0
+    for p in ("fp32", "bf16"):
+        assert 0.5 < sparsity[(p, "uniform_sparse")] < 0.8 and 0.5 < sparsity[(p, "aggressive_sparse")] < 0.8
+    assert (frame.met == (frame.paired_ratio_wall <= frame.precision.map(bench.OVERHEAD_TARGETS))).all()
+    assert {"cpu_capability", "threads", "native_bf16", "torch", "repeats"} <= set(frame.columns)
+    assert (frame.repeats == 2).all() and (frame.threads == torch.get_num_threads()).all()
+    with pytest.raises(ValueError, match="unknown precision"):
+        bench.run_overhead("tiny", np.array([4]), batch_size=2, n_batches=1, repeats=1, precisions=("fp16",))
+
+
+def test_overhead_cli_writes_a_labelled_file_that_is_not_a_variant_table(tmp_path):
+    assert main(["bench", "--overhead", "--quick", "--lengths", "", "--repeats", "1", "--warmup", "0",
+                 "--precisions", "fp32", "--profile", "--output", str(tmp_path)]) == 0
+    csv = next(tmp_path.glob("bench-*-tiny-overhead.csv"))
+    info = pd.read_json(csv.with_suffix(".json"), typ="series")
+    assert info["kind"] == "overhead" and info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["threads"] == torch.get_num_threads() and info["repeats"] == 1 and info["measurement"] is False
+    profile = csv.with_name(csv.stem + "-profile.txt").read_text()
+    assert "extra_ms" in profile and "total" in profile
+    frame = pd.read_csv(csv)
+    bench.write(frame, tmp_path / "m", tag="x-overhead", extra={"kind": "overhead"})  # a measurement, own columns
+    assert bench.is_measurement(tmp_path / "m" / "bench-cpu-x-overhead.csv")
+    assert bench.measurement_files(tmp_path / "m") == []  # the cost chapter's variant tables never include it

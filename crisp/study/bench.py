@@ -286,8 +286,8 @@ def measurement_files(folder="data/bench") -> list[Path]:
 
 
 def _long_context(csv_path) -> bool:
-    """A ``crisp bench --long-context`` file (its own columns: one attention call per length, not a variant table)."""
-    return results.read_json(Path(csv_path).with_suffix(".json")).get("kind") == "longcontext"
+    """A ``crisp bench --long-context`` or ``--overhead`` file (their own columns, not a variant table)."""
+    return results.read_json(Path(csv_path).with_suffix(".json")).get("kind") in ("longcontext", "overhead")
 
 
 # --- summaries the cost chapter shows ------------------------------------------------------------
@@ -463,3 +463,158 @@ def run_compiled(shapes=("minilm",), settings=None, repeats: int = 5, warmup: in
             })
         del model, compiled
     return pd.DataFrame(rows)
+
+
+# --- overhead: a training step at SST-2 lengths, the paper's configurations vs dense eager ------------
+
+OVERHEAD_CONFIGS = ("baseline", "light_sparse", "uniform_sparse", "aggressive_sparse")  # crisp.CONFIGS, as trained
+OVERHEAD_TARGETS = {"fp32": 1.05, "bf16": 1.10}  # issue 29: a training step's time over dense eager's, same precision
+
+
+def hardware_labels() -> dict:
+    """What an overhead ratio depends on: CPU vector capability (``AVX2``, ``AVX512``...), whether the CPU has
+    native bfloat16 (``avx512_bf16``/``amx_bf16`` in ``/proc/cpuinfo``), cores, threads, torch version."""
+    import os
+    import platform
+
+    flags = ""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        pass
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "native_bf16": any(f in flags.split() for f in ("avx512_bf16", "amx_bf16")), "torch": torch.__version__}
+
+
+def _train_step(model, batches, precision: str) -> None:
+    """One optimizer step's forward + backward (no update: the weights stay the same for every variant)."""
+    for batch in batches:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(**batch).loss
+        loss.backward()
+
+
+def run_overhead(shape: str = "minilm", lengths=None, batch_size: int = 64, n_batches: int = 2, repeats: int = 20,
+                 warmup: int = 2, precisions=("fp32", "bf16"), configs=OVERHEAD_CONFIGS, progress: bool = True,
+                 seed: int = 0) -> pd.DataFrame:
+    """Training-step time of Crisp's paper configurations over dense eager attention's, per precision, on the CPU.
+
+    One model (random weights, ``shape``), ``n_batches`` length-grouped batches of ``batch_size`` sentences drawn
+    from ``lengths`` (SST-2's token lengths), forward + backward per step. Every round runs each (precision,
+    variant) once, in a fresh random order; ``warmup`` rounds are dropped. Each step is timed by the wall clock
+    and by this process's CPU time (``time.process_time``: less sensitive to other processes on the machine).
+    Reported per (precision, variant): medians, the ratio of medians to eager's at the same precision, and the
+    median and quartiles of the round-by-round ratio (``paired_ratio_*``: drift between rounds cancels). Each
+    Crisp variant keeps its own state (adaptive ratios, statistics) across rounds, as in training; its
+    ``realized_sparsity`` (over real entries) shows the rule really ran. ``met``: the paired wall-clock
+    ratio is within :data:`OVERHEAD_TARGETS` of the precision.
+    """
+    from tqdm.auto import tqdm
+
+    from ..configs import CONFIGS
+    from ..integration import disable
+
+    if lengths is None:
+        raise ValueError("run_overhead needs lengths: a sample of tokenized SST-2 lengths (or an int)")
+    unknown = sorted(set(precisions) - set(OVERHEAD_TARGETS))
+    if unknown:
+        raise ValueError(f"unknown precision(s) {', '.join(unknown)}; choose from {', '.join(OVERHEAD_TARGETS)}")
+    torch.manual_seed(seed)
+    model = build_model(shape).train()
+    batches = make_batches(lengths, batch_size, n_batches, seed=seed)
+    variants_ = ["eager", *configs]
+    runs = [(p, v) for p in precisions for v in variants_]
+    wall = {r: [] for r in runs}
+    cpu = {r: [] for r in runs}
+    saved = {}  # variant -> (controller state, kept, real): each variant's own state across rounds
+    order = np.random.default_rng(1)
+    for r in tqdm(range(warmup + repeats), disable=not progress, desc="overhead"):
+        for i in order.permutation(len(runs)):
+            precision, variant = runs[i]
+            if variant == "eager":
+                if getattr(model, "crisp_state", None) is not None:
+                    disable(model)
+                model.set_attn_implementation("eager")
+            else:
+                state = enable(model, CONFIGS[variant])
+                if variant in saved:
+                    state.controller.load_state_dict(saved[variant][0])
+            w0, c0 = time.perf_counter(), time.process_time()
+            _train_step(model, batches, precision)
+            w1, c1 = time.perf_counter(), time.process_time()
+            if variant != "eager":
+                kept, real = saved.get(variant, (None, 0.0, 0.0))[1:]
+                saved[variant] = (state.controller.state_dict(), kept + float(sum(state.kept)), real + float(sum(state.real)))
+            if r >= warmup:
+                wall[runs[i]].append(w1 - w0)
+                cpu[runs[i]].append(c1 - c0)
+    labels = hardware_labels()
+    rows = []
+    for precision, variant in runs:
+        row = {"model_shape": shape, "setting": "sst2", "batch_size": batch_size, "batches": n_batches,
+               "widths": " ".join(str(int(b["input_ids"].shape[1])) for b in batches),
+               "real_tokens": int(sum(int(b["attention_mask"].sum()) for b in batches)),
+               "padded_tokens": int(sum(b["attention_mask"].numel() for b in batches)),
+               "precision": precision, "variant": variant,
+               "sparsity": None if variant == "eager" else CONFIGS[variant].sparsity,
+               "strategy": None if variant == "eager" else CONFIGS[variant].strategy}
+        for clock, times in (("wall", wall), ("cpu", cpu)):
+            t, ref = np.array(times[(precision, variant)]), np.array(times[(precision, "eager")])
+            paired = t / ref
+            row.update({f"median_{clock}_s": float(np.median(t)), f"ratio_{clock}": float(np.median(t) / np.median(ref)),
+                        f"paired_ratio_{clock}": float(np.median(paired)),
+                        f"paired_ratio_{clock}_q25": float(np.quantile(paired, 0.25)),
+                        f"paired_ratio_{clock}_q75": float(np.quantile(paired, 0.75))})
+        kept, real = saved.get(variant, (None, float("nan"), float("nan")))[1:]
+        row.update({"realized_sparsity": 1.0 - kept / real if real else float("nan"), "repeats": repeats,
+                    "warmup": warmup, "target": OVERHEAD_TARGETS[precision],
+                    "met": bool(row["paired_ratio_wall"] <= OVERHEAD_TARGETS[precision]), **labels})
+        rows.append(row)
+    if getattr(model, "crisp_state", None) is not None:
+        disable(model)
+    return pd.DataFrame(rows)
+
+
+def overhead_profile(shape: str = "minilm", lengths=None, batch_size: int = 64, n_batches: int = 2,
+                     config: str = "uniform_sparse", precision: str = "fp32", repeats: int = 3,
+                     seed: int = 0) -> pd.DataFrame:
+    """Where Crisp's extra time goes: ``torch.profiler`` self CPU time per operator of one training step with dense
+    eager attention and with Crisp ``config`` (alternated ``repeats`` times, median per operator), in
+    milliseconds, with ``extra_ms`` = Crisp's minus eager's, largest first, and a ``total`` row."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    from ..configs import CONFIGS
+    from ..integration import disable
+
+    torch.manual_seed(seed)
+    model = build_model(shape).train()
+    batches = make_batches(lengths if lengths is not None else 32, batch_size, n_batches, seed=seed)
+    per = {"eager": [], "crisp": []}
+    for r in range(repeats + 1):
+        for name in ("eager", "crisp"):
+            if name == "eager":
+                if getattr(model, "crisp_state", None) is not None:
+                    disable(model)
+                model.set_attn_implementation("eager")
+            else:
+                enable(model, CONFIGS[config])
+            if r == 0:  # warm-up
+                _train_step(model, batches, precision)
+                continue
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                _train_step(model, batches, precision)
+            per[name].append({e.key: e.self_cpu_time_total / 1000 for e in prof.key_averages()})
+    if getattr(model, "crisp_state", None) is not None:
+        disable(model)
+    ops = sorted({k for d in per["eager"] + per["crisp"] for k in d})
+    frame = pd.DataFrame({"op": ops,
+                          "eager_ms": [float(np.median([d.get(k, 0.0) for d in per["eager"]])) for k in ops],
+                          "crisp_ms": [float(np.median([d.get(k, 0.0) for d in per["crisp"]])) for k in ops]})
+    frame["extra_ms"] = frame.crisp_ms - frame.eager_ms
+    frame = frame.sort_values("extra_ms", ascending=False, ignore_index=True)
+    total = {"op": "total", "eager_ms": float(np.median([sum(d.values()) for d in per["eager"]])),
+             "crisp_ms": float(np.median([sum(d.values()) for d in per["crisp"]]))}
+    total["extra_ms"] = total["crisp_ms"] - total["eager_ms"]
+    return pd.concat([frame, pd.DataFrame([total])], ignore_index=True)

@@ -159,6 +159,8 @@ def cmd_bench(args) -> int:
         sst2 = np.repeat(train["length"].to_numpy(), train["count"].to_numpy())
     else:
         sst2 = None
+    if args.overhead:  # a training step at SST-2 lengths: the paper's configurations vs dense eager, fp32 and bf16
+        return _bench_overhead(args, bench, sst2, shapes)
     settings = {"sst2": ("sst2", 64, args.sst2_batches), "sst2-pad512": ("sst2-pad512", args.batch_pad512, 1),
                 "L128": (128, args.batch_128, 1), "L512": (512, args.batch_512, 1)}
     if args.settings:
@@ -211,6 +213,50 @@ def cmd_bench(args) -> int:
         text = bench.profile(shapes[0], sst2 if sst2 is not None else 32)
         (path.parent / (path.stem + "-profile.txt")).write_text(text)
         print(text)
+    print(f"written: {path}")
+    return 0
+
+
+def _bench_overhead(args, bench, sst2, shapes) -> int:
+    """``crisp bench --overhead``: :func:`crisp.study.bench.run_overhead`, written as ``bench-<device>-<shape>-overhead``."""
+    import numpy as np
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shape = shapes[0] if len(shapes) == 1 else "minilm"
+    lengths = sst2 if sst2 is not None else np.arange(6, 41)  # no histogram: lengths 6-40, evenly
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    batch, n_batches = (8, 1) if args.quick else (64, args.sst2_batches)
+    output = args.output or (tempfile.mkdtemp(prefix="crisp-bench-quick-") if args.quick else "data/bench")
+    configs = [v.strip() for v in args.variants.split(",") if v.strip()] or list(bench.OVERHEAD_CONFIGS)
+    unknown = sorted(set(configs) - set(bench.OVERHEAD_CONFIGS))
+    if unknown:
+        raise ValueError(f"--overhead --variants takes configuration names; unknown: {', '.join(unknown)} "
+                         f"(choose from {', '.join(bench.OVERHEAD_CONFIGS)})")
+    frame = bench.run_overhead("tiny" if args.quick else shape, lengths, batch, n_batches, repeats=args.repeats,
+                               warmup=args.warmup, precisions=precisions, configs=configs)
+    labels = bench.hardware_labels()
+    note = ("ratios to dense eager attention at the same precision, taken in one process (variants interleaved in a "
+            "fresh random order each round); wall and process-CPU clocks")
+    if not labels["native_bf16"]:
+        note += ("; this CPU has no native bfloat16 (no avx512_bf16/amx_bf16): bf16 autocast runs emulated, several "
+                 "times slower than fp32, so its ratios describe that slow path")
+    path = bench.write(frame, output, tag=args.tag or f"{frame.model_shape[0]}-overhead", extra={
+        "kind": "overhead", "quick": args.quick, "repeats": args.repeats, "warmup": args.warmup,
+        "precisions": precisions, "lengths": args.lengths or "6-40 evenly", "batch_size": batch, "batches": n_batches,
+        "targets": bench.OVERHEAD_TARGETS, **labels, "note": note})
+    cols = ["precision", "variant", "median_wall_s", "paired_ratio_wall", "paired_ratio_wall_q25", "paired_ratio_wall_q75",
+            "paired_ratio_cpu", "realized_sparsity", "target", "met"]
+    print(frame[cols].round(3).to_string(index=False))
+    if args.profile:  # where Crisp's extra time goes, per operator (fp32, uniform_sparse)
+        table = bench.overhead_profile("tiny" if args.quick else shape, lengths, batch, n_batches,
+                                       repeats=1 if args.quick else 3)
+        text = (f"# torch.profiler self CPU time (ms) of one training step ({frame.widths[0]} tokens wide batches of "
+                f"{batch}), fp32, dense eager vs uniform_sparse, median of {1 if args.quick else 3} alternated runs; "
+                f"{labels['cpu_capability']}, {labels['threads']} threads, torch {labels['torch']}\n")
+        (path.parent / (path.stem + "-profile.txt")).write_text(text + table.round(2).to_string(index=False) + "\n")
+        print(table.head(15).round(2).to_string(index=False))
     print(f"written: {path}")
     return 0
 
@@ -337,8 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-512", type=int, default=4, help="batch size at length 512")
     b.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     b.add_argument("--warmup", type=int, default=2, help="untimed warm-up repeats")
+    b.add_argument("--overhead", action="store_true",
+                   help="a training step at SST-2 lengths (batches of 64): the paper's four configurations vs dense "
+                        "eager, fp32 and bf16 autocast, many interleaved rounds; written as bench-<device>-<shape>-overhead.csv "
+                        "(with --profile: where the extra time goes, per operator)")
+    b.add_argument("--precisions", default="fp32,bf16", help="--overhead: precisions to time (fp32, bf16 autocast)")
+    b.add_argument("--threads", type=int, default=0, help="--overhead: torch threads (default 0: torch's own)")
     b.add_argument("--settings", default="", help="comma-separated subset of: sst2, sst2-pad512, L128, L512 (default: all)")
-    b.add_argument("--variants", default="", help="comma-separated subset of variants (eager is always timed; default: all)")
+    b.add_argument("--variants", default="", help="comma-separated subset of variants (eager is always timed; default: all); "
+                                                "with --overhead: configuration names, e.g. uniform_sparse,aggressive_sparse")
     b.add_argument("--tag", default="", help="suffix of the results file name, to keep several benchmark runs")
     b.add_argument("--quick", action="store_true", help="tiny sizes: checks that it works, measures nothing")
     b.add_argument("--profile", action="store_true", help="also write a torch.profiler table of a Crisp training step")
