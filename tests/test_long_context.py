@@ -211,3 +211,75 @@ def test_tiny_llama_end_to_end_gqa():
     for a, b in zip(res[1][1], res[0][1]):
         torch.testing.assert_close(a, b)
     assert same(res[1][2], res[0][2])
+
+
+@pytest.mark.parametrize("mask", ["none", "causal", "padding", "window"])
+@pytest.mark.parametrize("rule", [dict(sparsity=0.8), dict(sparsity=0.3), dict(keep=5)])
+def test_select_equals_plain_rule_and_falls_back_on_ties(mask, rule):
+    """The unsorted-topk threshold gives topk_keep_mask's set; a tie at some row's k-th score hands the chunk
+    to topk_keep_mask itself (exact=False, so backward ranks it again)."""
+    from crisp.attention import topk_keep_mask
+    from crisp.longcontext import select
+
+    B, H, c, L = 2, 3, 7, 19
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(B, H, c, L, generator=g)
+    q = torch.arange(5, 5 + c)[:, None]
+    keys = torch.arange(L)[None, :]
+    real = {"none": None, "causal": (keys <= q)[None, None], "window": ((keys <= q) & (keys > q - 4))[None, None],
+            "padding": (torch.arange(L) < torch.tensor([19, 11])[:, None])[:, None, None, :]}[mask]
+    spec = ChunkSpec(rows=c, scaling=1.0, sparsity=rule.get("sparsity", 0.0), keep=rule.get("keep"))
+    plain = topk_keep_mask(scores, spec.sparsity, real, "row", keep=spec.keep)
+    kept, threshold, exact = select(scores, real, spec)
+    assert exact and torch.equal(kept, plain)
+    torch.testing.assert_close(threshold, scores.masked_fill(~plain, float("inf")).amin(-1))
+    tied = scores.round(decimals=0)  # many ties, some at the k-th score
+    plain = topk_keep_mask(tied, spec.sparsity, real, "row", keep=spec.keep)
+    kept, _, exact = select(tied, real, spec)
+    left_out_tie = (tied >= tied.masked_fill(~plain, float("inf")).amin(-1, keepdim=True)) & ~plain
+    left_out_tie = left_out_tie if real is None else left_out_tie & real
+    assert torch.equal(kept, plain) and exact == (not bool(left_out_tie.any()))
+    assert mask == "window" or not exact  # rounding to integers ties some row's k-th score
+
+
+@pytest.mark.parametrize("case", ["none", "padding", "causal-none", "causal-padding", "sliding-window", "softcap"])
+def test_chunked_without_statistics_skips_unattended_keys_and_equals_plain(case):
+    """Without a recorder the chunk reads only the keys some row attends (a causal chunk: keys < q1);
+    forward and backward read the same ones, and the results are the plain path's."""
+    kw = dict(CASES[case])
+    q, k, v = qkv(L=11)
+    res = []
+    for chunk in (None, 3):
+        layer = Layer(CrispConfig("r", 0.6, query_chunk=chunk), causal=kw.get("causal", False))
+        layer.crisp_state.record_sparsity = False
+        out, _ = crisp_attention(layer, q, k, v, kw.get("mask"), **{n: kw[n] for n in ("sliding_window", "softcap")
+                                                                     if n in kw})
+        res.append((out, torch.autograd.grad(out.sum() + (out ** 2).sum(), [q, k, v])))
+    torch.testing.assert_close(res[1][0], res[0][0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(res[1][1], res[0][1]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_committed_long_context_benchmark():
+    """The committed `crisp bench --long-context` files: every length has its four implementations, timed or saying
+    why not; the long-context path meets the saved-bytes target at 8k and 16k; the 32k step fitted a cap below the plain
+    path's fitted peak."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from crisp.study import bench_longcontext as lc
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "bench"
+    frame = pd.read_csv(folder / "bench-cpu-longcontext.csv")
+    assert sorted(frame.length.unique()) == [1024, 4096, 8192, 16384]
+    assert (frame.groupby("length").variant.nunique() == 4).all()
+    assert (frame.median_s.notna() | frame.skipped.notna()).all()
+    met = lc.targets(frame)
+    saved = met[met.target == "saved bytes ÷ SDPA"]
+    assert sorted(saved.length) == [8192, 16384] and saved.met.all()
+    assert lc.verdict([True, True]) == "met at every length" and lc.verdict([True, False]) == "met at some lengths"
+    demo = pd.read_csv(folder / "bench-cpu-longcontext-demo32k.csv").set_index("variant")
+    chunked, plain = demo.loc["crisp-chunked"], demo.loc["crisp"]
+    assert chunked.fits and chunked.length == 32768 and chunked.grads_finite
+    assert chunked.peak_rss_gib <= chunked.memory_cap_gib < plain.peak_rss_gib_estimated

@@ -175,6 +175,19 @@ def cmd_bench(args) -> int:
         settings = {"sst2": ("sst2", 8, 1), "L32": (32, 2, 1)} if sst2 is not None else {"L32": (32, 2, 1)}
     if sst2 is None:
         settings = {k: v for k, v in settings.items() if not k.startswith("sst2")}
+    if args.long_context and args.demo_32k:  # once, not in CI: a tiny decoder's training step at 32k tokens
+        from . import bench_longcontext as lc
+
+        fit = (128, 256, 384) if args.quick else (1024, 2048, 4096, 8192, 12288)  # saved: first two; peaks: last 3
+        frame = lc.demo(length=512 if args.quick else 32768, fit_lengths=fit)
+        path = bench.write(frame, args.output, tag=args.tag or "longcontext-demo32k", extra={
+            "kind": "longcontext", "demo": True, "quick": args.quick,
+            "note": "one training step in a fresh process capped by RLIMIT_AS; the plain path is not run at this "
+                    "length: its saved bytes are fitted from the same model at two short lengths; the machine was "
+                    "shared with a training grid (2 worker processes on 2 cores) and a benchmark"})
+        print(frame.T.to_string())
+        print(f"written: {path}")
+        return 0
     if args.long_context:  # one attention call with backward at 1k-16k tokens (crisp.study.bench_longcontext)
         from . import bench_longcontext as lc
 
@@ -400,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--long-context", action="store_true",
                    help="one attention call with backward at 1k, 4k, 8k, 16k tokens: eager, SDPA, Crisp and Crisp's "
                         "long-context path; written as bench-<device>-longcontext.csv")
+    b.add_argument("--demo-32k", action="store_true",
+                   help="--long-context: once, not in CI: a training step of a tiny 2-layer decoder at 32k tokens on the "
+                        "long-context path (a fresh process, memory capped), beside the plain path's fitted saved bytes; "
+                        "written as bench-<device>-longcontext-demo32k.csv")
     b.add_argument("--time-up-to", type=int, default=None,
                    help="--long-context: time lengths up to this many tokens, only size the saved tensors above it")
     b.add_argument("--output", default=None,
