@@ -121,7 +121,8 @@ def crisp_attention(module, query, key, value, attention_mask, dropout: float = 
         scaling = query.size(-1) ** -0.5
     causal = getattr(module, "is_causal", True) if is_causal is None else bool(is_causal)
     state = getattr(module, "crisp_state", None)
-    rows = None if state is None else state.chunk_rows(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+    rows = None if state is None else state.chunk_rows(query.shape[0], query.shape[1], query.shape[2], key.shape[2],
+                                                      query.device.type)
     if rows is not None:  # long contexts: queries in chunks, linear memory (crisp.longcontext); no weights returned
         shape = torch.empty((), device=query.device).expand(*query.shape[:3], key.shape[2])  # [B, H, Lq, Lk], no memory
         key_mask, bias = (None, None) if attention_mask is None else _mask_and_bias(attention_mask, shape, causal, None)

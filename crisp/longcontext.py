@@ -31,23 +31,32 @@ import torch
 from .attention import kept_per_row, masked_softmax, topk_keep_mask
 
 AUTO_LENGTH = 4096  # query_chunk="auto": the chunked path from this many keys on (and more queries than a chunk)
-CHUNK_ENTRIES = 2**24  # query_chunk="auto": scores per chunk, B*H*chunk*L_k (64 MiB in fp32)
+# query_chunk="auto": scores per chunk, B*H*chunk*L_k, by device type. On a CPU a chunk of 2**21 scores (8 MiB in
+# fp32) stays in the last-level cache through the chunk's dozen elementwise passes: at 4k tokens, one thread, it
+# took half the time of 2**24 (64 MiB); a GPU wants large kernels and keeps 2**24.
+CHUNK_ENTRIES = {"cpu": 2**21}
+CHUNK_ENTRIES_OTHER = 2**24
 
 
-def chunk_rows(query_chunk, batch: int, heads: int, n_queries: int, n_keys: int) -> int | None:
+def chunk_entries(device_type: str) -> int:
+    """Scores per chunk that ``query_chunk="auto"`` aims at on this device type (:data:`CHUNK_ENTRIES`)."""
+    return CHUNK_ENTRIES.get(device_type, CHUNK_ENTRIES_OTHER)
+
+
+def chunk_rows(query_chunk, batch: int, heads: int, n_queries: int, n_keys: int, device_type: str = "cpu") -> int | None:
     """Query rows per chunk for a call of these sizes, or None for the plain (quadratic) path.
 
     ``query_chunk`` is a :class:`crisp.CrispConfig` field: None (never chunk), an int (always, that
     many rows per chunk) or ``"auto"`` (chunk when ``n_keys >= AUTO_LENGTH``, with
-    ``CHUNK_ENTRIES // (batch*heads*n_keys)`` rows, at least 16, and only if that is fewer than
-    ``n_queries``).
+    ``chunk_entries(device_type) // (batch*heads*n_keys)`` rows, at least 16, and only if that is fewer
+    than ``n_queries``).
     """
     if query_chunk is None:
         return None
     if query_chunk == "auto":
         if n_keys < AUTO_LENGTH:
             return None
-        rows = max(16, CHUNK_ENTRIES // max(1, batch * heads * n_keys))
+        rows = max(16, chunk_entries(device_type) // max(1, batch * heads * n_keys))
         return rows if rows < n_queries else None
     return int(query_chunk)
 
@@ -437,4 +446,5 @@ def _set_rng_state(device, state) -> None:
         torch.cuda.set_rng_state(cuda, device)
 
 
-__all__ = ["AUTO_LENGTH", "CHUNK_ENTRIES", "ChunkSpec", "chunk_rows", "chunked_attention"]
+__all__ = ["AUTO_LENGTH", "CHUNK_ENTRIES", "CHUNK_ENTRIES_OTHER", "ChunkSpec", "chunk_entries", "chunk_rows",
+           "chunked_attention"]

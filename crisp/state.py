@@ -126,7 +126,7 @@ class CrispState:
             self._record(layer, scores, key_mask, kept.keep, probs, ratio, training, measure, count, dense)
         return probs
 
-    def chunk_rows(self, batch: int, heads: int, n_queries: int, n_keys: int) -> int | None:
+    def chunk_rows(self, batch: int, heads: int, n_queries: int, n_keys: int, device_type: str = "cpu") -> int | None:
         """Query rows per chunk for this call (the long-context path), or None for :meth:`attend`'s path.
 
         ``query_chunk="auto"`` never chunks ``granularity="head"`` (it ranks whole heads); an explicit
@@ -134,7 +134,7 @@ class CrispState:
         """
         if self.config.granularity == "head":
             return None
-        return chunk_rows(self.config.query_chunk, batch, heads, n_queries, n_keys)
+        return chunk_rows(self.config.query_chunk, batch, heads, n_queries, n_keys, device_type)
 
     def attend_chunked(self, layer: int, query, key, value, rows: int, training: bool, *, scaling, key_mask=None,
                        position_bias=None, mask_bias=None, causal=False, sliding_window=None, softcap=None,

@@ -165,7 +165,8 @@ def test_refusals_and_auto_choice():
         CrispConfig("h", 0.5, query_chunk=0)
     # 'auto': the chunked path only from AUTO_LENGTH keys on; head granularity keeps the plain path
     assert chunk_rows("auto", 1, 4, 1024, 1024) is None
-    assert chunk_rows("auto", 1, 4, AUTO_LENGTH, AUTO_LENGTH) == 2**24 // (4 * AUTO_LENGTH)
+    assert chunk_rows("auto", 1, 4, AUTO_LENGTH, AUTO_LENGTH) == 2**21 // (4 * AUTO_LENGTH)  # a CPU: cache-sized
+    assert chunk_rows("auto", 1, 4, AUTO_LENGTH, AUTO_LENGTH, "cuda") == 2**24 // (4 * AUTO_LENGTH)
     assert chunk_rows(None, 1, 4, 10**6, 10**6) is None
     assert CrispState(CrispConfig("h", 0.5, granularity="head"), 1, 4).chunk_rows(1, 4, 8192, 8192) is None
 

@@ -36,7 +36,7 @@ import torch
 
 from ..configs import CrispConfig
 from ..integration import crisp_attention
-from ..longcontext import CHUNK_ENTRIES
+from ..longcontext import chunk_entries
 from ..state import CrispState
 
 LENGTHS = (1024, 4096, 8192, 16384)
@@ -72,7 +72,7 @@ def attention_call(variant: str, sparsity: float = 0.8, heads: int = 4):
 
     def call(q, k, v):
         if chunk is not None:  # the rows "auto" picks for this shape, at every length (1k included)
-            rows = max(16, CHUNK_ENTRIES // (q.shape[0] * q.shape[1] * k.shape[2]))
+            rows = max(16, chunk_entries(q.device.type) // (q.shape[0] * q.shape[1] * k.shape[2]))
             layer.crisp_state.config = layer.crisp_state.config.replace(query_chunk=rows)
         return crisp_attention(layer, q, k, v, None)[0]
 
@@ -153,7 +153,7 @@ def run(lengths=LENGTHS, repeats: int = 2, warmup: int = 1, sparsity: float = 0.
             else:
                 row["skipped"] = "time not measured: one training step takes many minutes on this shared 2-core CPU"
             if v == "crisp-chunked":
-                row["chunk_rows"] = max(16, CHUNK_ENTRIES // (heads * length))
+                row["chunk_rows"] = max(16, chunk_entries("cpu") // (heads * length))
                 if length >= 8192:
                     row["target_saved_within_2x_sdpa"] = bool(row["saved_ratio_to_sdpa"] <= 2.0)
                 if n_rep and "eager" in times:

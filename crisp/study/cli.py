@@ -191,13 +191,20 @@ def cmd_bench(args) -> int:
     if args.long_context:  # one attention call with backward at 1k-16k tokens (crisp.study.bench_longcontext)
         from . import bench_longcontext as lc
 
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
         lengths = (256, 512) if args.quick else lc.LENGTHS
         frame = lc.run(lengths, repeats=args.repeats, warmup=args.warmup, time_up_to=args.time_up_to)
         path = bench.write(frame, args.output, tag=args.tag or "longcontext", extra={
             "kind": "longcontext", "quick": args.quick, "repeats": args.repeats, "warmup": args.warmup,
             "lengths": list(lengths), "time_up_to": args.time_up_to,
+            "threads": torch.get_num_threads(),
             "note": "one run; from 8192 tokens on one round and no warm-up; the machine was shared with a training "
-                    "grid (2 worker processes on 2 cores), so times carry that load; saved bytes are exact"})
+                    "grid (2 worker processes on 2 cores), so times carry that load (run with --threads 1: a process "
+                    "whose threads wait for one another on a contended core measures the contention); saved bytes "
+                    "are exact"})
         cols = ["setting", "variant", "median_s", "time_ratio_to_eager", "saved_mb", "saved_ratio_to_sdpa", "skipped"]
         print(frame[[c for c in cols if c in frame]].round(3).to_string(index=False))
         print(f"written: {path}")
@@ -401,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "eager, fp32 and bf16 autocast, many interleaved rounds; written as bench-<device>-<shape>-overhead.csv "
                         "(with --profile: where the extra time goes, per operator)")
     b.add_argument("--precisions", default="fp32,bf16", help="--overhead: precisions to time (fp32, bf16 autocast)")
-    b.add_argument("--threads", type=int, default=0, help="--overhead: torch threads (default 0: torch's own)")
+    b.add_argument("--threads", type=int, default=0, help="--overhead, --long-context: torch threads (default 0: torch's own)")
     b.add_argument("--settings", default="", help="comma-separated subset of: sst2, sst2-pad512, L128, L512 (default: all)")
     b.add_argument("--variants", default="", help="comma-separated subset of variants (eager is always timed; default: all); "
                                                 "with --overhead: configuration names, e.g. uniform_sparse,aggressive_sparse")
