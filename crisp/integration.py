@@ -34,6 +34,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from . import adapters
 from .attention import key_mask_of, masked_softmax
 from .configs import CrispConfig
+from .longcontext import AUTO_LENGTH
 from .state import CrispState
 
 __all__ = ["CrispState", "attention_modules", "crisp_attention", "crisp_mask", "disable", "enable",
@@ -175,15 +176,21 @@ def _warn_if_saved_settings(module) -> None:
             stacklevel=3)
 
 
-def crisp_mask(*args, **kwargs):
-    """``sdpa_mask`` (bool ``[B, 1, Lq, Lk]``, True = attend) that always materialises causal masks.
+def crisp_mask(batch_size, q_length, kv_length, *args, **kwargs):
+    """``sdpa_mask`` (bool ``[B, 1, Lq, Lk]``, True = attend) that materialises causal masks below
+    ``crisp.longcontext.AUTO_LENGTH`` keys.
 
-    Transformers would otherwise hand over ``None`` for an unpadded causal batch (SDPA's
-    ``is_causal`` shortcut, a data-dependent check); :func:`crisp_attention` handles ``None`` with
-    ``is_causal`` too, but a materialised mask is one code path and compiles without graph breaks.
+    Transformers would otherwise hand over ``None`` for an unpadded causal batch (SDPA's ``is_causal``
+    shortcut, a data-dependent check that transformers itself skips while tracing or exporting);
+    :func:`crisp_attention` handles ``None`` with ``is_causal`` too (query ``i`` sees keys ``j <= i``), but
+    below that length a materialised mask is one code path and compiles without graph breaks. From that
+    length on the shortcut is taken wherever transformers allows it: the long-context path then makes the
+    causal band chunk by chunk, where a materialised ``[B, 1, L, L]`` mask would be the quadratic memory it
+    exists to avoid (1 GiB of bools at 32k tokens, and several times that while transformers builds it).
     """
-    kwargs["allow_is_causal_skip"] = False
-    return sdpa_mask(*args, **kwargs)
+    if kv_length < AUTO_LENGTH:
+        kwargs["allow_is_causal_skip"] = False
+    return sdpa_mask(batch_size, q_length, kv_length, *args, **kwargs)
 
 
 def register() -> None:

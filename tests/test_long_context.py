@@ -214,6 +214,43 @@ def test_tiny_llama_end_to_end_gqa():
     assert same(res[1][2], res[0][2])
 
 
+def test_causal_mask_not_materialised_from_auto_length_on(monkeypatch):
+    """From AUTO_LENGTH keys on an unpadded causal batch hands the long-context path ``None`` (the band is made
+    chunk by chunk), below it the mask is materialised; padding always materialises it; and the model's loss and
+    gradients are the same either way (a tiny Llama, AUTO_LENGTH lowered to 16 so both sides run in a second)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from crisp import integration
+
+    short = integration.crisp_mask(batch_size=1, q_length=8, kv_length=8)
+    assert short is not None and short.shape == (1, 1, 8, 8)
+    assert integration.crisp_mask(batch_size=1, q_length=AUTO_LENGTH, kv_length=AUTO_LENGTH) is None
+    padded = torch.ones(1, AUTO_LENGTH, dtype=torch.bool)
+    padded[0, 0] = False
+    assert integration.crisp_mask(batch_size=1, q_length=AUTO_LENGTH, kv_length=AUTO_LENGTH,
+                                  attention_mask=padded) is not None
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64)
+    model = LlamaForCausalLM(cfg).train()
+    ids = torch.randint(0, 64, (2, 40))
+    seen, res = [], []
+    for auto_length in (16, 10**9):  # the shortcut taken, then never
+        monkeypatch.setattr(integration, "AUTO_LENGTH", auto_length)
+        state = crisp.enable(model, CrispConfig("x", 0.7, query_chunk=8))
+        real = state.attend_chunked
+        monkeypatch.setattr(state, "attend_chunked", lambda *a, **k: seen.append(k["key_mask"]) or real(*a, **k))
+        loss = model(input_ids=ids, labels=ids).loss
+        res.append((loss.detach(), torch.autograd.grad(loss, list(model.parameters())), state.sparsity_summary()))
+        crisp.disable(model)
+    assert seen[0] is None and seen[-1] is not None  # the band made chunk by chunk, then the materialised mask
+    torch.testing.assert_close(res[0][0], res[1][0])
+    for a, b in zip(res[0][1], res[1][1]):
+        torch.testing.assert_close(a, b)
+    assert same(res[0][2], res[1][2])
+
+
 @pytest.mark.parametrize("mask", ["none", "causal", "padding", "window"])
 @pytest.mark.parametrize("rule", [dict(sparsity=0.8), dict(sparsity=0.3), dict(keep=5)])
 def test_select_equals_plain_rule_and_falls_back_on_ties(mask, rule):
