@@ -165,8 +165,8 @@ def run(lengths=LENGTHS, repeats: int = 2, warmup: int = 1, sparsity: float = 0.
 
 # --- shown once (not in CI): a training step of a tiny decoder at 32k tokens --------------------------------------
 
-DEMO_MODEL = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
-                  num_key_value_heads=1)  # Llama-style, random weights, one head of dim 64 per layer: minutes on a CPU
+DEMO_MODEL = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=2)  # Llama-style, random weights, two heads of dim 32 per layer: minutes on a CPU
 
 
 def _demo_model(length: int, query_chunk):
@@ -195,7 +195,7 @@ def demo_child(length: int, query_chunk="auto") -> dict:
     optimizer.step()
     end = time.perf_counter()
     finite = all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
-    return {"loss": float(loss), "grads_finite": finite, "forward_s": forward - start, "backward_s": backward - forward,
+    return {"loss": float(loss.detach()), "grads_finite": finite, "threads": torch.get_num_threads(), "forward_s": forward - start, "backward_s": backward - forward,
             "optimizer_s": end - backward, "step_s": end - start,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
@@ -236,12 +236,14 @@ def demo(length: int = 32768, memory_gib: float = 12.0, fit_lengths=(1024, 2048,
     """The 32k demonstration: one row for the chunked path's measured step, one for the plain path's estimate.
 
     The chunked step runs in a fresh process capped at ``memory_gib`` (``RLIMIT_AS``); its peak is that process's
-    maximum resident set. The plain path is never run at ``length`` (its scores alone would be tens of GiB on a
-    machine shared with training jobs): the bytes it saves for backward are measured on the same model at
-    the first two ``fit_lengths`` (one fresh process; exact bytes), fitted as ``a*L^2 + b*L`` and extrapolated to
-    ``length``; the peak resident memory of its training step is measured at the last three (a fresh process each,
-    where the quadratic terms dominate the process's baseline) and fitted as ``a*L^2 + b*L + c``. It fits when that
-    peak is within the machine's memory.
+    maximum resident set. The plain path's step is run at ``length`` under the same cap (``plain_ran``, and the
+    process's last error line when it failed: an allocation past the cap fails in that process alone, so the
+    machine's other jobs are safe); it is not run uncapped (its scores alone are tens of GiB on a machine shared
+    with training jobs). Instead the bytes it saves for backward are measured on the same model at the first two
+    ``fit_lengths`` (one fresh process; exact bytes), fitted as ``a*L^2 + b*L`` and extrapolated to ``length``; the
+    peak resident memory of its training step is measured at the last three (a fresh process each, where the
+    quadratic terms dominate the process's baseline) and fitted as ``a*L^2 + b*L + c``. It fits when that peak is
+    within the machine's memory.
     """
     if machine_gib is None:
         machine_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -252,8 +254,11 @@ def demo(length: int = 32768, memory_gib: float = 12.0, fit_lengths=(1024, 2048,
     chunked = {**base, "variant": "crisp-chunked", "how": "measured in a fresh process (RLIMIT_AS cap)", **run_}
     chunked["fits"] = "error" not in run_ and run_["peak_rss_gib"] <= memory_gib
     saved = _in_subprocess(f"plain_saved_child({list(fit_lengths[:2])})", memory_gib, timeout)
-    plain = {**base, "variant": "crisp", "how": f"not run at {length}: saved bytes measured at {list(fit_lengths[:2])} "
-             f"tokens, fitted a*L^2 + b*L; peak RSS of the step at {list(fit_lengths[-3:])}, fitted a*L^2 + b*L + c"}
+    capped = _in_subprocess(f"demo_child({length}, None)", memory_gib, timeout)
+    plain = {**base, "variant": "crisp", "how": f"run at {length} under the same cap; saved bytes measured at "
+             f"{list(fit_lengths[:2])} tokens, fitted a*L^2 + b*L; peak RSS of the step at {list(fit_lengths[-3:])}, "
+             f"fitted a*L^2 + b*L + c", "plain_ran": "error" not in capped,
+             "plain_error": capped.get("error"), "plain_peak_rss_gib": capped.get("peak_rss_gib")}
     if "error" in saved:
         plain["error"] = saved["error"]
     else:
