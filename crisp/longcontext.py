@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import kept_per_row, masked_softmax, topk_keep_mask
+from .attention import _masked_softmax, kept_per_row, masked_softmax, topk_keep_mask
 
 AUTO_LENGTH = 4096  # query_chunk="auto": the chunked path from this many keys on (and more queries than a chunk)
 # query_chunk="auto": scores per chunk, B*H*chunk*L_k, by device type. On a CPU a chunk of 2**21 scores (8 MiB in
@@ -200,11 +200,9 @@ def chunk_scores(qc, key, biases, spec: ChunkSpec, keep_tanh=False):
 
 
 def softmax_kept(scores, kept, inplace=False):
-    """:func:`crisp.attention.masked_softmax` (same values), masking ``scores`` in place when allowed."""
+    """:func:`crisp.attention.masked_softmax` (same values, no gradient), masking ``scores`` in place when allowed."""
     work = scores.masked_fill_(~kept, -math.inf) if inplace else torch.where(kept, scores, -math.inf)
-    if scores.dtype in (torch.float32, torch.float64) and torch.isfinite(work.amax(dim=-1)).all():
-        return torch.softmax(work, dim=-1)
-    return masked_softmax(work, kept)  # rows keeping nothing (zeros), +inf scores, half types
+    return _masked_softmax(work, kept, work=work)  # guarded: rows keeping nothing (zeros), +inf scores
 
 
 def chunk_forward(qc, key, value, real, biases, spec: ChunkSpec, threshold=None):
