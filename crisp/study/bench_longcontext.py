@@ -195,8 +195,8 @@ def demo_child(length: int, query_chunk="auto") -> dict:
     optimizer.step()
     end = time.perf_counter()
     finite = all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
-    return {"loss": float(loss.detach()), "grads_finite": finite, "threads": torch.get_num_threads(), "forward_s": forward - start, "backward_s": backward - forward,
-            "optimizer_s": end - backward, "step_s": end - start,
+    return {"loss": float(loss.detach()), "grads_finite": finite, "threads": torch.get_num_threads(),
+            "forward_s": forward - start, "backward_s": backward - forward, "optimizer_s": end - backward, "step_s": end - start,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
@@ -211,9 +211,10 @@ def plain_saved_child(lengths) -> dict:
     return out
 
 
-def _in_subprocess(call: str, memory_gib: float, timeout: float) -> dict:
+def _in_subprocess(call: str, memory_gib: float, timeout: float, threads: int | None = None) -> dict:
     """Run ``crisp.study.bench_longcontext.<call>`` in a fresh Python whose address space is capped at
-    ``memory_gib`` (``RLIMIT_AS``: an allocation past it fails in that process alone); its result is its last line."""
+    ``memory_gib`` (``RLIMIT_AS``: an allocation past it fails in that process alone), on ``threads`` torch threads
+    (None: torch's own); its result is its last line."""
     import json
     import subprocess
     import sys
@@ -224,6 +225,8 @@ def _in_subprocess(call: str, memory_gib: float, timeout: float) -> dict:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     code = f"import json; from crisp.study import bench_longcontext as lc; print(json.dumps(lc.{call}))"
+    if threads:
+        code = f"import torch; torch.set_num_threads({int(threads)}); " + code
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=limit,
                           timeout=timeout)
     if proc.returncode != 0:
@@ -232,10 +235,10 @@ def _in_subprocess(call: str, memory_gib: float, timeout: float) -> dict:
 
 
 def demo(length: int = 32768, memory_gib: float = 12.0, fit_lengths=(1024, 2048, 4096, 8192, 12288),
-         timeout: float = 3600.0, machine_gib: float | None = None) -> pd.DataFrame:
+         timeout: float = 3600.0, machine_gib: float | None = None, threads: int | None = None) -> pd.DataFrame:
     """The 32k demonstration: one row for the chunked path's measured step, one for the plain path's estimate.
 
-    The chunked step runs in a fresh process capped at ``memory_gib`` (``RLIMIT_AS``); its peak is that process's
+    Every step runs on ``threads`` torch threads (None: torch's own). The chunked step runs in a fresh process capped at ``memory_gib`` (``RLIMIT_AS``); its peak is that process's
     maximum resident set. The plain path's step is run at ``length`` under the same cap (``plain_ran``, and the
     process's last error line when it failed: an allocation past the cap fails in that process alone, so the
     machine's other jobs are safe); it is not run uncapped (its scores alone are tens of GiB on a machine shared
@@ -250,11 +253,11 @@ def demo(length: int = 32768, memory_gib: float = 12.0, fit_lengths=(1024, 2048,
     base = {"length": length, "batch_size": 1, **{k: v for k, v in DEMO_MODEL.items()}, "sparsity": 0.8,
             "mode": "train step (forward, backward, AdamW)", "machine_memory_gib": machine_gib,
             "memory_cap_gib": memory_gib}
-    run_ = _in_subprocess(f"demo_child({length})", memory_gib, timeout)
+    run_ = _in_subprocess(f"demo_child({length})", memory_gib, timeout, threads)
     chunked = {**base, "variant": "crisp-chunked", "how": "measured in a fresh process (RLIMIT_AS cap)", **run_}
     chunked["fits"] = "error" not in run_ and run_["peak_rss_gib"] <= memory_gib
-    saved = _in_subprocess(f"plain_saved_child({list(fit_lengths[:2])})", memory_gib, timeout)
-    capped = _in_subprocess(f"demo_child({length}, None)", memory_gib, timeout)
+    saved = _in_subprocess(f"plain_saved_child({list(fit_lengths[:2])})", memory_gib, timeout, threads)
+    capped = _in_subprocess(f"demo_child({length}, None)", memory_gib, timeout, threads)
     plain = {**base, "variant": "crisp", "how": f"run at {length} under the same cap; saved bytes measured at "
              f"{list(fit_lengths[:2])} tokens, fitted a*L^2 + b*L; peak RSS of the step at {list(fit_lengths[-3:])}, "
              f"fitted a*L^2 + b*L + c", "plain_ran": "error" not in capped,
@@ -267,7 +270,7 @@ def demo(length: int = 32768, memory_gib: float = 12.0, fit_lengths=(1024, 2048,
         b = s1 / l1 - a * l1
         plain.update({f"saved_gib_at_{n}": saved[str(n)] / 2**30 for n in fit_lengths[:2]})
         plain["saved_gib_estimated"] = (a * length**2 + b * length) / 2**30
-    peaks = {n: _in_subprocess(f"demo_child({n}, None)", memory_gib, timeout) for n in fit_lengths[-3:]}
+    peaks = {n: _in_subprocess(f"demo_child({n}, None)", memory_gib, timeout, threads) for n in fit_lengths[-3:]}
     if any("error" in r for r in peaks.values()):
         plain["error"] = "; ".join(r["error"] for r in peaks.values() if "error" in r)
     else:

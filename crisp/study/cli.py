@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -176,35 +177,42 @@ def cmd_bench(args) -> int:
     if sst2 is None:
         settings = {k: v for k, v in settings.items() if not k.startswith("sst2")}
     if args.long_context and args.demo_32k:  # once, not in CI: a tiny decoder's training step at 32k tokens
+        import torch
+
         from . import bench_longcontext as lc
 
         fit = (128, 256, 384) if args.quick else (1024, 2048, 4096, 8192, 12288)  # saved: first two; peaks: last 3
-        frame = lc.demo(length=512 if args.quick else 32768, fit_lengths=fit)
+        if args.threads:  # the children's (each step) and this process's (its device label)
+            torch.set_num_threads(args.threads)
+        load = os.getloadavg()[0]
+        frame = lc.demo(length=512 if args.quick else 32768, fit_lengths=fit, threads=args.threads or None)
         path = bench.write(frame, args.output, tag=args.tag or "longcontext-demo32k", extra={
-            "kind": "longcontext", "demo": True, "quick": args.quick,
-            "note": "one training step in a fresh process capped by RLIMIT_AS; the plain path is not run at this "
-                    "length: its saved bytes are fitted from the same model at two short lengths; the machine was "
-                    "shared with a training grid (2 worker processes on 2 cores) and a benchmark"})
+            "kind": "longcontext", "demo": True, "quick": args.quick, **bench.hardware_labels(),
+            "threads": int(frame.threads[0]), "load_average_1min_at_start": load,
+            "note": "one training step per path, each in a fresh process capped by RLIMIT_AS: the long-context path, "
+                    "then the plain path at the same length under the same cap; the plain path's saved bytes fitted "
+                    "from the same model at two short lengths and its peak from three (see "
+                    "crisp.study.bench_longcontext.demo)"})
         print(frame.T.to_string())
         print(f"written: {path}")
         return 0
     if args.long_context:  # one attention call with backward at 1k-16k tokens (crisp.study.bench_longcontext)
-        from . import bench_longcontext as lc
-
         import torch
+
+        from . import bench_longcontext as lc
 
         if args.threads:
             torch.set_num_threads(args.threads)
         lengths = (256, 512) if args.quick else lc.LENGTHS
+        load = os.getloadavg()[0]
         frame = lc.run(lengths, repeats=args.repeats, warmup=args.warmup, time_up_to=args.time_up_to)
         path = bench.write(frame, args.output, tag=args.tag or "longcontext", extra={
             "kind": "longcontext", "quick": args.quick, "repeats": args.repeats, "warmup": args.warmup,
-            "lengths": list(lengths), "time_up_to": args.time_up_to,
-            "threads": torch.get_num_threads(),
-            "note": "one run; from 8192 tokens on one round and no warm-up; the machine was shared with a training "
-                    "grid (2 worker processes on 2 cores), so times carry that load (run with --threads 1: a process "
-                    "whose threads wait for one another on a contended core measures the contention); saved bytes "
-                    "are exact"})
+            "lengths": list(lengths), "time_up_to": args.time_up_to, **bench.hardware_labels(),
+            "load_average_1min_at_start": load,
+            "note": "one run; from 8192 tokens on one round and no warm-up; times carry whatever else ran on the "
+                    "machine (load_average_1min_at_start; on a shared machine run with --threads 1: a process whose "
+                    "threads wait for one another on a contended core measures the contention); saved bytes are exact"})
         cols = ["setting", "variant", "median_s", "time_ratio_to_eager", "saved_mb", "saved_ratio_to_sdpa", "skipped"]
         print(frame[[c for c in cols if c in frame]].round(3).to_string(index=False))
         print(f"written: {path}")
@@ -408,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "eager, fp32 and bf16 autocast, many interleaved rounds; written as bench-<device>-<shape>-overhead.csv "
                         "(with --profile: where the extra time goes, per operator)")
     b.add_argument("--precisions", default="fp32,bf16", help="--overhead: precisions to time (fp32, bf16 autocast)")
-    b.add_argument("--threads", type=int, default=0, help="--overhead, --long-context: torch threads (default 0: torch's own)")
+    b.add_argument("--threads", type=int, default=0, help="--overhead, --long-context (and --demo-32k): torch threads (default 0: torch's own)")
     b.add_argument("--settings", default="", help="comma-separated subset of: sst2, sst2-pad512, L128, L512 (default: all)")
     b.add_argument("--variants", default="", help="comma-separated subset of variants (eager is always timed; default: all); "
                                                 "with --overhead: configuration names, e.g. uniform_sparse,aggressive_sparse")
@@ -422,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "long-context path; written as bench-<device>-longcontext.csv")
     b.add_argument("--demo-32k", action="store_true",
                    help="--long-context: once, not in CI: a training step of a tiny 2-layer decoder at 32k tokens on the "
-                        "long-context path (a fresh process, memory capped), beside the plain path's fitted saved bytes; "
+                        "long-context path and on the plain path (each in a fresh process, memory capped), beside the "
+                        "plain path's fitted saved bytes and peak; "
                         "written as bench-<device>-longcontext-demo32k.csv")
     b.add_argument("--time-up-to", type=int, default=None,
                    help="--long-context: time lengths up to this many tokens, only size the saved tensors above it")
